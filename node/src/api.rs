@@ -1,0 +1,402 @@
+//! HTTP API for backends: publishing, and admin views behind the API key.
+//!
+//! `POST /api/v1/publish` takes one message object or an array of them (a batch, with
+//! a result per item). Every refusal is a JSON error with a stable code; a message is
+//! only acknowledged once the broker has accepted it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Response, StatusCode};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use crate::auth::claim_as_id;
+use crate::broker::{Message, Target};
+use crate::hub::unix_micros;
+use crate::node::Node;
+
+/// The response body type used by every handler.
+pub type Body = Full<Bytes>;
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).expect("JSON values always serialize");
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("static response parts are valid")
+}
+
+/// A JSON error response: `{"error":{"code":...,"message":...}}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Body is not a valid publish request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such channel.
+    #[error("unknown channel {0:?}")]
+    UnknownChannel(String),
+    /// The channel does not accept this message type.
+    #[error("channel {channel:?} does not accept messages of type {kind:?}")]
+    TypeNotAllowed {
+        /// The channel.
+        channel: String,
+        /// The refused type.
+        kind: String,
+    },
+    /// `data` is not a JSON object.
+    #[error("\"data\" must be a JSON object")]
+    DataNotObject,
+    /// A per-user channel needs recipients.
+    #[error("channel {0:?} delivers per user: name the recipients in \"users\"")]
+    UsersRequired(String),
+    /// A user id is neither a string nor an integer.
+    #[error("\"users\" must contain user ids as strings or integers, found {0}")]
+    InvalidUser(String),
+    /// Over the channel's publish rate limit.
+    #[error("channel {0:?} is over its publish rate limit")]
+    RateLimited(String),
+    /// The broker could not accept the message; nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl PublishError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            PublishError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            PublishError::UnknownChannel(_) => (StatusCode::NOT_FOUND, "unknown_channel"),
+            PublishError::TypeNotAllowed { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "type_not_allowed")
+            }
+            PublishError::DataNotObject => (StatusCode::UNPROCESSABLE_ENTITY, "data_not_object"),
+            PublishError::UsersRequired(_) => (StatusCode::UNPROCESSABLE_ENTITY, "users_required"),
+            PublishError::InvalidUser(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user"),
+            PublishError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable"),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let (status, code) = self.status_and_code();
+        json!({"status": status.as_u16(), "error": {"code": code, "message": self.to_string()}})
+    }
+}
+
+/// One message as backends send it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    channel: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    users: Option<Vec<Value>>,
+}
+
+/// What a successful publish returns.
+#[derive(Debug, Serialize)]
+pub struct Published {
+    /// The message id.
+    pub id: String,
+    /// Local connections the message was queued to.
+    pub delivered_locally: usize,
+    /// History offsets, per recipient user or for the channel.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<String>,
+}
+
+/// Checks the `Authorization: Bearer <api key>` header in constant time.
+pub fn authorized(node: &Node, headers: &HeaderMap) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(presented.as_bytes(), node.api_key.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The 401 answer for a missing or wrong API key.
+pub fn unauthorized() -> Response<Body> {
+    let mut response = error_response(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or invalid API key: send Authorization: Bearer <HERALD_API_KEY>",
+    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+    response
+}
+
+/// Handles a publish body (already size-limited and authorized).
+pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let items: Vec<Box<RawValue>> = match serde_json::from_slice(body) {
+            Ok(items) => items,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("body is not a JSON array of messages: {e}"),
+                )
+            }
+        };
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let result = match parse_request(item.get().as_bytes()) {
+                Ok(request) => publish_one(node, request).await,
+                Err(e) => Err(e),
+            };
+            results.push(match result {
+                Ok(published) => serde_json::to_value(published).expect("serializable"),
+                Err(e) => e.to_json(),
+            });
+        }
+        return json_response(StatusCode::OK, &json!({ "results": results }));
+    }
+    let result = match parse_request(body) {
+        Ok(request) => publish_one(node, request).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(published) => json_response(StatusCode::OK, &published),
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            error_response(status, code, &e.to_string())
+        }
+    }
+}
+
+fn parse_request(body: &[u8]) -> Result<PublishRequest, PublishError> {
+    serde_json::from_slice(body).map_err(|e| {
+        PublishError::BadRequest(format!(
+            "invalid publish request: {e}; expected {{\"channel\",\"type\",\"data\",\"users\"?}}"
+        ))
+    })
+}
+
+async fn publish_one(node: &Arc<Node>, request: PublishRequest) -> Result<Published, PublishError> {
+    let channels = node.channels.snapshot();
+    let (channel, config) = channels
+        .get(&request.channel)
+        .ok_or_else(|| PublishError::UnknownChannel(request.channel.clone()))?;
+    if !config.allows_type(&request.kind) {
+        return Err(PublishError::TypeNotAllowed {
+            channel: request.channel,
+            kind: request.kind,
+        });
+    }
+    if !request.data.get().trim_start().starts_with('{') {
+        return Err(PublishError::DataNotObject);
+    }
+    let users = match &request.users {
+        None => None,
+        Some(values) => Some(
+            values
+                .iter()
+                .map(|v| {
+                    claim_as_id(Some(v)).ok_or_else(|| PublishError::InvalidUser(v.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    if config.is_per_user() && users.as_ref().is_none_or(Vec::is_empty) {
+        return Err(PublishError::UsersRequired(request.channel));
+    }
+    if !node.allow_publish(channel, config.publish_rate) {
+        return Err(PublishError::RateLimited(request.channel));
+    }
+    let id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+    let span = tracing::info_span!("publish", channel = %channel, id = %id, kind = %request.kind);
+    async {
+        let template = Message {
+            id: id.clone(),
+            channel: channel.clone(),
+            kind: request.kind.as_str().into(),
+            data: Arc::from(request.data),
+            target: Target::All,
+            offset: None,
+            accepted_at_micros: unix_micros(),
+        };
+        let targets = match users {
+            None => vec![Target::All],
+            Some(users) => {
+                let mut users = users;
+                users.sort();
+                users.dedup();
+                users.into_iter().map(Target::User).collect()
+            }
+        };
+        let mut delivered = 0;
+        let mut offsets = Vec::new();
+        for target in targets {
+            let message = Message {
+                target,
+                ..template.clone()
+            };
+            let stored = node
+                .broker
+                .publish(message, config)
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            if let Some(offset) = &stored.offset {
+                offsets.push(offset.to_string());
+            }
+            delivered += node.hub.deliver(&stored);
+        }
+        node.metrics.published(channel);
+        tracing::debug!(delivered, "published");
+        Ok(Published {
+            id: id.to_string(),
+            delivered_locally: delivered,
+            offsets,
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+/// `GET /api/v1/channels`: the channels in force.
+pub fn list_channels(node: &Node) -> Response<Body> {
+    let snapshot = node.channels.snapshot();
+    let mut channels: Vec<_> = snapshot.iter().map(|(_, c)| c.as_ref().clone()).collect();
+    channels.sort_by(|a, b| a.name.cmp(&b.name));
+    json_response(StatusCode::OK, &json!({ "channels": channels }))
+}
+
+/// `GET /api/developer/websocket-sessions/`: connections, paginated, filterable by user.
+pub fn list_sessions(node: &Node, query: Option<&str>) -> Response<Body> {
+    let params = Query::parse(query);
+    let user = params.get("user");
+    let channel = params.get("channel");
+    let sessions: Vec<_> = node
+        .hub
+        .sessions(user)
+        .into_iter()
+        .filter(|s| channel.is_none_or(|c| s.subscriptions.iter().any(|x| x == c)))
+        .map(|s| json!({"node": node.id, "session": s}))
+        .collect();
+    let page: usize = params
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let page_size: usize = params
+        .get("page_size")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let count = sessions.len();
+    let results: Vec<_> = sessions
+        .into_iter()
+        .skip((page - 1) * page_size)
+        .take(page_size)
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"count": count, "page": page, "page_size": page_size, "results": results}),
+    )
+}
+
+/// Decoded query-string parameters.
+#[derive(Debug, Default)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Parses `a=1&b=x%20y`.
+    pub fn parse(query: Option<&str>) -> Self {
+        let pairs = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect();
+        Self { pairs }
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse(Some("token=a.b-c_d&user=jo%20e&x=%zz&y=%4"));
+        assert_eq!(q.get("token"), Some("a.b-c_d"));
+        assert_eq!(q.get("user"), Some("jo e"));
+        assert_eq!(q.get("x"), Some("%zz"));
+        assert_eq!(q.get("y"), Some("%4"));
+        assert_eq!(q.get("missing"), None);
+    }
+
+    #[test]
+    fn api_key_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,26 @@
+//! Herald node: serves browser WebSocket connections and the publish API.
+//!
+//! Data flows one way: [`server`] accepts connections, each WebSocket becomes a
+//! [`session`], sessions register their subscriptions with the [`hub`], and the
+//! publish [`api`] hands messages to the [`broker`], which stores and spreads them
+//! across nodes and back into every node's hub.
+
+pub mod api;
+pub mod auth;
+pub mod broker;
+pub mod channels;
+pub mod config;
+pub mod dev;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod ratelimit;
+pub mod server;
+pub mod session;
+pub mod telemetry;
+
+/// User identifiers compare as strings everywhere (`42` and `"42"` are the same user).
+pub type UserId = std::sync::Arc<str>;
+/// Channel names are shared, immutable strings.
+pub type ChannelName = std::sync::Arc<str>;

@@ -1,0 +1,126 @@
+//! `herald-node`: parses configuration, wires the parts together, serves until SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use herald_node::auth::Authenticator;
+use herald_node::broker::memory::MemoryBroker;
+use herald_node::broker::Broker;
+use herald_node::channels::Registry;
+use herald_node::config::Args;
+use herald_node::dev::{self, DevSecrets};
+use herald_node::metrics::Metrics;
+use herald_node::node::Node;
+use herald_node::{server, telemetry};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    let dev_secrets = args.dev.then(|| {
+        let secrets = DevSecrets::generate();
+        args.jwt_secret
+            .get_or_insert_with(|| secrets.jwt_secret.clone());
+        args.api_key.get_or_insert_with(|| secrets.api_key.clone());
+        DevSecrets {
+            jwt_secret: args.jwt_secret.clone().unwrap_or_default(),
+            api_key: args.api_key.clone().unwrap_or_default(),
+        }
+    });
+    args.validate()?;
+    let secrets = args.secrets()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(args, secrets, dev_secrets))
+}
+
+async fn run(
+    args: Args,
+    secrets: herald_node::config::Secrets,
+    dev_secrets: Option<DevSecrets>,
+) -> anyhow::Result<()> {
+    let node_id = args.node_id();
+    let _telemetry = telemetry::init(&telemetry::Settings {
+        service: "herald-node",
+        instance: &node_id,
+        log_format: &args.log_format,
+        otlp_endpoint: args.otlp_endpoint.as_deref(),
+        sample_ratio: args.trace_sample_ratio,
+    })?;
+    let auth = Authenticator::new(&secrets.auth)?;
+    let channels = Registry::load(args.channels.as_deref())?;
+    let broker: Arc<dyn Broker> = match &args.redis_url {
+        None => Arc::new(MemoryBroker::new()),
+        Some(_) => anyhow::bail!(
+            "HERALD_REDIS_URL is set, but this build of herald-node has no Redis broker yet; unset it to use the embedded broker"
+        ),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let node = Arc::new(Node::new(
+        args,
+        auth,
+        secrets.api_key,
+        channels,
+        broker,
+        metrics,
+    ));
+    tracing::info!(%addr, node = %node.id, broker = node.broker.name(), "herald-node started");
+    // Harnesses and humans look for this line to find the port.
+    println!("herald-node listening on {addr}");
+    if let Some(dev_secrets) = &dev_secrets {
+        println!("{}", dev::banner(dev_secrets, addr, &node.config.ws_path));
+    }
+    tokio::spawn(watch_channels(node.clone()));
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    server::serve(node.clone(), listener, shutdown).await;
+
+    // Not ready, no new connections; move clients elsewhere over the drain window.
+    node.start_draining();
+    let window = node.config.drain_window;
+    tracing::info!(
+        connections = node.hub.connection_count(),
+        window = ?window,
+        "draining"
+    );
+    node.hub.drain(window).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while node.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(left = node.hub.connection_count(), "drained, exiting");
+    Ok(())
+}
+
+/// Applies channel file changes while the node runs.
+async fn watch_channels(node: Arc<Node>) {
+    let Some(path) = node.channels.source().map(|p| p.to_path_buf()) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(node.config.channels_reload);
+    loop {
+        tick.tick().await;
+        match node.channels.reload() {
+            Ok(true) => tracing::info!(path = %path.display(), "channels reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "channel file not applied; keeping the previous channels")
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The node's shared state, handed to every connection and request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::auth::Authenticator;
+use crate::broker::Broker;
+use crate::channels::{RateLimit, Registry};
+use crate::config::Args;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::ratelimit::TokenBucket;
+use crate::ChannelName;
+
+/// Everything a connection or request needs, shared behind an `Arc`.
+pub struct Node {
+    /// This node's id.
+    pub id: String,
+    /// The configuration it was started with.
+    pub config: Args,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Key for the publish and admin APIs.
+    pub api_key: String,
+    /// Channels in force.
+    pub channels: Registry,
+    /// Local connections.
+    pub hub: Hub,
+    /// Cross-node transport.
+    pub broker: Arc<dyn Broker>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    publish_limits: Mutex<HashMap<ChannelName, (RateLimit, TokenBucket)>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("broker", &self.broker.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Assembles a node from its parts.
+    pub fn new(
+        config: Args,
+        auth: Authenticator,
+        api_key: String,
+        channels: Registry,
+        broker: Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let hub = Hub::new(
+            metrics.clone(),
+            config.outbound_queue,
+            config.max_connections_per_user,
+        );
+        Self {
+            id: config.node_id(),
+            config,
+            auth,
+            api_key,
+            channels,
+            hub,
+            broker,
+            metrics,
+            draining: AtomicBool::new(false),
+            publish_limits: Mutex::default(),
+        }
+    }
+
+    /// Whether the node is shutting down (not ready, refusing new connections).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks the node as draining.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The HS256 secret, for minting demo tokens in `--dev` mode only.
+    pub fn auth_secret_for_dev(&self) -> Option<String> {
+        self.config
+            .dev
+            .then(|| self.config.jwt_secret.clone())
+            .flatten()
+    }
+
+    /// Takes one publish token for `channel`; false when over its rate limit.
+    pub fn allow_publish(&self, channel: &ChannelName, limit: Option<RateLimit>) -> bool {
+        let Some(limit) = limit else {
+            return true;
+        };
+        let mut limits = self.publish_limits.lock();
+        let entry = limits
+            .entry(channel.clone())
+            .or_insert_with(|| (limit, TokenBucket::new(limit.per_second, limit.burst)));
+        if entry.0 != limit {
+            // The channel's limit was changed live: start a bucket with the new figures.
+            *entry = (limit, TokenBucket::new(limit.per_second, limit.burst));
+        }
+        entry.1.try_take()
+    }
+}

@@ -1,0 +1,345 @@
+//! The wire protocol spoken with browsers.
+//!
+//! Existing front-end code (written for the legacy Django Channels service) sends
+//! `ping` and `subscribe` and expects `pong`, `subscription_success`, `error` and
+//! `{"type": ..., "data": {...}}` pushes. Everything Herald adds is an additive field or
+//! a new message type, so that code keeps working unchanged. This module owns parsing
+//! client frames into [`ClientMessage`] and serializing every server frame.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A message a client sent, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// `{"type":"ping"}`: answered with a `pong` carrying the server time.
+    Ping,
+    /// `{"type":"subscribe","channels":[...],"since":{"channel":"offset"}}`.
+    Subscribe {
+        /// Channels the client asks for.
+        channels: Vec<String>,
+        /// Per-channel offset of the last message the client saw (recovery).
+        since: BTreeMap<String, String>,
+    },
+    /// `{"type":"unsubscribe","channels":[...]}`.
+    Unsubscribe {
+        /// Channels the client leaves.
+        channels: Vec<String>,
+    },
+    /// `{"type":"ack","channel":"...","offset":"..."}`: delivery acknowledgement.
+    Ack {
+        /// Channel of the acknowledged message.
+        channel: String,
+        /// Offset of the acknowledged message.
+        offset: String,
+    },
+}
+
+/// Why a client frame was rejected; the text is sent back to the client verbatim.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// The frame is not JSON.
+    #[error("message is not valid JSON: {0}")]
+    NotJson(String),
+    /// The frame is JSON but not an object.
+    #[error("message must be a JSON object with a \"type\" field")]
+    NotObject,
+    /// No `type` field, or not a string.
+    #[error("message must have a string \"type\" field")]
+    MissingType,
+    /// A type this server does not know.
+    #[error("unknown message type {0:?}; expected one of ping, subscribe, unsubscribe, ack")]
+    UnknownType(String),
+    /// A field has the wrong shape.
+    #[error("{0}")]
+    BadField(String),
+}
+
+impl ClientMessage {
+    /// Parses one text frame.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
+        let Value::Object(mut object) = value else {
+            return Err(ParseError::NotObject);
+        };
+        let kind = match object.remove("type") {
+            Some(Value::String(kind)) => kind,
+            _ => return Err(ParseError::MissingType),
+        };
+        match kind.as_str() {
+            "ping" => Ok(Self::Ping),
+            "subscribe" => Ok(Self::Subscribe {
+                channels: string_list(&object, "channels")?,
+                since: since_map(&object)?,
+            }),
+            "unsubscribe" => Ok(Self::Unsubscribe {
+                channels: string_list(&object, "channels")?,
+            }),
+            "ack" => Ok(Self::Ack {
+                channel: string_field(&object, "channel")?,
+                offset: string_field(&object, "offset")?,
+            }),
+            _ => Err(ParseError::UnknownType(kind)),
+        }
+    }
+}
+
+fn string_list(object: &Map<String, Value>, field: &str) -> Result<Vec<String>, ParseError> {
+    let Some(Value::Array(items)) = object.get(field) else {
+        return Err(ParseError::BadField(format!(
+            "\"{field}\" must be an array of channel names"
+        )));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(ParseError::BadField(format!(
+                "\"{field}\" must contain only strings, found {other}"
+            ))),
+        })
+        .collect()
+}
+
+fn string_field(object: &Map<String, Value>, field: &str) -> Result<String, ParseError> {
+    match object.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(ParseError::BadField(format!(
+            "\"{field}\" must be a string"
+        ))),
+    }
+}
+
+fn since_map(object: &Map<String, Value>) -> Result<BTreeMap<String, String>, ParseError> {
+    match object.get("since") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(channel, offset)| match offset {
+                Value::String(s) => Ok((channel.clone(), s.clone())),
+                _ => Err(ParseError::BadField(format!(
+                    "\"since\".{channel} must be an offset string"
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(ParseError::BadField(
+            "\"since\" must be an object mapping channel names to offsets".into(),
+        )),
+    }
+}
+
+/// Machine-readable error codes carried by `{"type":"error"}` frames and HTTP errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame could not be understood.
+    BadRequest,
+    /// The client may not use this channel.
+    Forbidden,
+    /// No such channel.
+    UnknownChannel,
+    /// The client sends faster than its limit allows.
+    RateLimited,
+    /// The connection holds as many subscriptions as allowed.
+    TooManySubscriptions,
+    /// The server could not do what was asked right now.
+    Unavailable,
+}
+
+/// A server frame other than a channel message.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    /// Reply to `ping`.
+    Pong {
+        /// Server time, RFC 3339 UTC.
+        timestamp: String,
+    },
+    /// Reply to `subscribe` listing the granted channels.
+    SubscriptionSuccess {
+        /// Channels now subscribed.
+        channels: &'a [&'a str],
+        /// Per channel: whether every message after the client's `since` offset was replayed.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        recovered: BTreeMap<&'a str, bool>,
+    },
+    /// Reply to `unsubscribe`.
+    UnsubscriptionSuccess {
+        /// Channels no longer subscribed.
+        channels: &'a [&'a str],
+    },
+    /// Something the client sent was refused.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// The channel concerned, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+        /// Human-readable explanation.
+        message: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    /// Serializes the frame.
+    pub fn to_text(&self) -> Utf8Bytes {
+        // Serializing these plain structs cannot fail.
+        serde_json::to_string(self)
+            .expect("server messages always serialize")
+            .into()
+    }
+
+    /// A `pong` stamped with the current time.
+    pub fn pong_now() -> Utf8Bytes {
+        ServerMessage::Pong {
+            timestamp: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        }
+        .to_text()
+    }
+
+    /// An `error` frame.
+    pub fn error(code: ErrorCode, channel: Option<&str>, message: &str) -> Utf8Bytes {
+        ServerMessage::Error {
+            code,
+            channel,
+            message,
+        }
+        .to_text()
+    }
+}
+
+/// The frame pushed to subscribers: `{"type","data","channel","id","offset"}`.
+#[derive(Debug, Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: &'a RawValue,
+    channel: &'a str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<&'a str>,
+}
+
+/// Serializes a channel message once; the bytes are then shared by every recipient.
+pub fn envelope(
+    kind: &str,
+    data: &RawValue,
+    channel: &str,
+    id: &str,
+    offset: Option<&str>,
+) -> Utf8Bytes {
+    let text = serde_json::to_string(&Envelope {
+        kind,
+        data,
+        channel,
+        id,
+        offset,
+    })
+    .expect("envelopes always serialize");
+    Utf8Bytes::from(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_legacy_client_messages() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"ping"}"#),
+            Ok(ClientMessage::Ping)
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"subscribe","channels":["notifications","alerts"]}"#),
+            Ok(ClientMessage::Subscribe {
+                channels: vec!["notifications".into(), "alerts".into()],
+                since: BTreeMap::new(),
+            })
+        );
+    }
+
+    #[test]
+    fn parses_recovery_and_acks() {
+        let msg = ClientMessage::parse(
+            r#"{"type":"subscribe","channels":["orders"],"since":{"orders":"17-0"}}"#,
+        )
+        .unwrap();
+        let ClientMessage::Subscribe { since, .. } = msg else {
+            panic!("expected subscribe, got {msg:?}")
+        };
+        assert_eq!(since.get("orders").map(String::as_str), Some("17-0"));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"ack","channel":"orders","offset":"17-0"}"#),
+            Ok(ClientMessage::Ack {
+                channel: "orders".into(),
+                offset: "17-0".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_frames_with_a_reason() {
+        assert!(matches!(
+            ClientMessage::parse("{nope"),
+            Err(ParseError::NotJson(_))
+        ));
+        assert_eq!(ClientMessage::parse("[1]"), Err(ParseError::NotObject));
+        assert_eq!(
+            ClientMessage::parse(r#"{"kind":"ping"}"#),
+            Err(ParseError::MissingType)
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"dance"}"#),
+            Err(ParseError::UnknownType("dance".into()))
+        );
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"subscribe","channels":"alerts"}"#),
+            Err(ParseError::BadField(_))
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"subscribe","channels":[1]}"#),
+            Err(ParseError::BadField(_))
+        ));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"subscribe","channels":[],"since":[]}"#),
+            Err(ParseError::BadField(_))
+        ));
+    }
+
+    #[test]
+    fn envelope_keeps_the_legacy_shape_and_adds_fields() {
+        let data = RawValue::from_string(r#"{"id":7,"title":"hi"}"#.into()).unwrap();
+        let frame = envelope("notification", &data, "notifications", "m1", None);
+        let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(v["type"], "notification");
+        assert_eq!(v["data"]["title"], "hi");
+        assert_eq!(v["channel"], "notifications");
+        assert_eq!(v["id"], "m1");
+        assert!(v.get("offset").is_none());
+    }
+
+    #[test]
+    fn server_frames_serialize_as_documented() {
+        let text = ServerMessage::SubscriptionSuccess {
+            channels: &["alerts"],
+            recovered: BTreeMap::new(),
+        }
+        .to_text();
+        assert_eq!(
+            text.as_str(),
+            r#"{"type":"subscription_success","channels":["alerts"]}"#
+        );
+        let err = ServerMessage::error(ErrorCode::UnknownChannel, Some("x"), "no such channel");
+        assert_eq!(
+            err.as_str(),
+            r#"{"type":"error","code":"unknown_channel","channel":"x","message":"no such channel"}"#
+        );
+        let pong: Value = serde_json::from_str(ServerMessage::pong_now().as_str()).unwrap();
+        assert!(pong["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+}

@@ -1,0 +1,440 @@
+//! One WebSocket connection from accept to close.
+//!
+//! A session reads client frames (ping, subscribe, unsubscribe, ack) under a token
+//! bucket, writes the frames the hub queues for it in coalesced batches, keeps the
+//! connection alive with WebSocket pings, and closes with a meaningful code when the
+//! hub asks (slow consumer, drain) or the client misbehaves. Nothing a client sends
+//! can take the node down: every bad frame gets an `error` reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::auth::Identity;
+use crate::broker::Topic;
+use crate::channels::ChannelConfig;
+use crate::hub::{unix_micros, Delivery, Registration};
+use crate::metrics::DropReason;
+use crate::node::Node;
+use crate::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use crate::ratelimit::TokenBucket;
+use crate::ChannelName;
+
+/// Frames written per flush at most, so one busy connection cannot starve the rest.
+const MAX_BATCH: usize = 64;
+/// Window in which repeated rate-limit violations count as abuse.
+const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Outcome of handling one event: keep going or close.
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+    Gone,
+}
+
+/// A running connection.
+pub struct Session<S> {
+    node: Arc<Node>,
+    ws: WebSocketStream<S>,
+    identity: Identity,
+    registration: Registration,
+    inbound: TokenBucket,
+    violations: u32,
+    violation_window: Instant,
+    last_seen: Instant,
+    /// Broker interest held per subscribed channel, released on unsubscribe/close.
+    held: Vec<(ChannelName, Topic)>,
+}
+
+/// The broker topic carrying `channel`'s messages for `identity`.
+pub fn topic_for(channel: &ChannelName, config: &ChannelConfig, identity: &Identity) -> Topic {
+    Topic {
+        channel: channel.clone(),
+        user: if config.is_per_user() {
+            identity.user.clone()
+        } else {
+            None
+        },
+    }
+}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps an upgraded, registered connection.
+    pub fn new(
+        node: Arc<Node>,
+        ws: WebSocketStream<S>,
+        identity: Identity,
+        registration: Registration,
+    ) -> Self {
+        let inbound = TokenBucket::new(node.config.inbound_rate, node.config.inbound_burst);
+        let now = Instant::now();
+        Self {
+            node,
+            ws,
+            identity,
+            registration,
+            inbound,
+            violations: 0,
+            violation_window: now,
+            last_seen: now,
+            held: Vec::new(),
+        }
+    }
+
+    /// Serves the connection until it closes, then unregisters it.
+    pub async fn run(mut self) {
+        let flow = match self.auto_subscribe().await {
+            Flow::Continue => self.serve().await,
+            other => other,
+        };
+        if let Flow::Close(code, reason) = flow {
+            self.close(code, reason).await;
+        }
+        self.finish();
+    }
+
+    async fn serve(&mut self) -> Flow {
+        let ping_every = self.node.config.ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        loop {
+            let flow = tokio::select! {
+                request = self.registration.control.requested() => {
+                    tracing::debug!(code = request.code, reason = request.reason, "closing on request");
+                    Flow::Close(request.code, request.reason)
+                }
+                frame = self.ws.next() => self.on_frame(frame).await,
+                Some(delivery) = self.registration.rx.recv() => self.write_batch(delivery).await,
+                _ = ping.tick() => self.keepalive(ping_every).await,
+            };
+            if !matches!(flow, Flow::Continue) {
+                return flow;
+            }
+        }
+    }
+
+    async fn auto_subscribe(&mut self) -> Flow {
+        let channels = self.node.channels.snapshot();
+        for (name, config) in channels.iter() {
+            if config.auto_subscribe && config.admits(&self.identity).is_ok() {
+                if let Err(e) = self.join(name, config).await {
+                    tracing::warn!(channel = %name, error = %e, "auto-subscribe failed");
+                    let frame =
+                        ServerMessage::error(ErrorCode::Unavailable, Some(name), &e.to_string());
+                    if let Flow::Gone = self.send(frame).await {
+                        return Flow::Gone;
+                    }
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_frame(&mut self, frame: Option<Result<WsMessage, WsError>>) -> Flow {
+        let message = match frame {
+            None => return Flow::Gone,
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return read_error_flow(&error),
+        };
+        self.last_seen = Instant::now();
+        match message {
+            WsMessage::Text(text) => {
+                self.node.metrics.inbound.inc();
+                if !self.inbound.try_take() {
+                    return self.on_rate_limited().await;
+                }
+                self.on_text(&text).await
+            }
+            WsMessage::Binary(_) => {
+                self.node.metrics.inbound.inc();
+                self.reply_error(
+                    ErrorCode::BadRequest,
+                    None,
+                    "binary frames are not supported; send JSON text frames",
+                )
+                .await
+            }
+            // tungstenite answers pings itself; a close is answered and then ends the stream.
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Close(_) | WsMessage::Frame(_) => {
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_rate_limited(&mut self) -> Flow {
+        let now = Instant::now();
+        if now.duration_since(self.violation_window) > ABUSE_WINDOW {
+            self.violation_window = now;
+            self.violations = 0;
+        }
+        self.violations += 1;
+        if self.violations > self.node.config.inbound_burst.max(10) {
+            self.node.metrics.client_error("rate_limit_abuse");
+            return Flow::Close(1008, "rate limit exceeded repeatedly");
+        }
+        self.reply_error(ErrorCode::RateLimited, None, "too many messages: slow down")
+            .await
+    }
+
+    async fn on_text(&mut self, text: &Utf8Bytes) -> Flow {
+        match ClientMessage::parse(text.as_str()) {
+            Err(e) => {
+                self.reply_error(ErrorCode::BadRequest, None, &e.to_string())
+                    .await
+            }
+            Ok(ClientMessage::Ping) => self.send(ServerMessage::pong_now()).await,
+            Ok(ClientMessage::Subscribe { channels, since }) => {
+                self.on_subscribe(channels, &since).await
+            }
+            Ok(ClientMessage::Unsubscribe { channels }) => self.on_unsubscribe(channels).await,
+            Ok(ClientMessage::Ack { channel, .. }) => {
+                if self.node.hub.is_subscribed(self.registration.id, &channel) {
+                    Flow::Continue
+                } else {
+                    self.reply_error(
+                        ErrorCode::BadRequest,
+                        Some(&channel),
+                        "ack for a channel this connection is not subscribed to",
+                    )
+                    .await
+                }
+            }
+        }
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        requested: Vec<String>,
+        since: &std::collections::BTreeMap<String, String>,
+    ) -> Flow {
+        let channels = self.node.channels.snapshot();
+        let mut granted: Vec<String> = Vec::new();
+        let mut refusals: Vec<(ErrorCode, String, String)> = Vec::new();
+        for name in dedup(requested) {
+            let Some((interned, config)) = channels.get(&name) else {
+                refusals.push((ErrorCode::UnknownChannel, name, "no such channel".into()));
+                continue;
+            };
+            if let Err(crate::channels::Refusal::Forbidden(why)) = config.admits(&self.identity) {
+                refusals.push((ErrorCode::Forbidden, name, why.into()));
+                continue;
+            }
+            if !self.node.hub.is_subscribed(self.registration.id, &name) {
+                let limit = self.node.config.max_subscriptions;
+                if self.node.hub.subscription_count(self.registration.id) >= limit {
+                    refusals.push((
+                        ErrorCode::TooManySubscriptions,
+                        name,
+                        format!("a connection may hold at most {limit} subscriptions"),
+                    ));
+                    continue;
+                }
+                if let Err(e) = self.join(interned, config).await {
+                    refusals.push((ErrorCode::Unavailable, name, e.to_string()));
+                    continue;
+                }
+            }
+            granted.push(name);
+        }
+        let names: Vec<&str> = granted.iter().map(String::as_str).collect();
+        // Without stored history nothing after `since` can be replayed: say so, so the
+        // client knows to refetch.
+        let recovered = names
+            .iter()
+            .filter(|name| since.contains_key(**name))
+            .map(|name| (*name, false))
+            .collect();
+        let reply = ServerMessage::SubscriptionSuccess {
+            channels: &names,
+            recovered,
+        }
+        .to_text();
+        if let Flow::Gone = self.send(reply).await {
+            return Flow::Gone;
+        }
+        for (code, channel, why) in refusals {
+            if let Flow::Gone = self.reply_error(code, Some(&channel), &why).await {
+                return Flow::Gone;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_unsubscribe(&mut self, requested: Vec<String>) -> Flow {
+        let channels = self.node.channels.snapshot();
+        let mut left = Vec::new();
+        let mut unknown = Vec::new();
+        for name in dedup(requested) {
+            if self.node.hub.unsubscribe(self.registration.id, &name) {
+                self.release(&name);
+                left.push(name);
+            } else if channels.get(&name).is_some() {
+                left.push(name);
+            } else {
+                unknown.push(name);
+            }
+        }
+        let names: Vec<&str> = left.iter().map(String::as_str).collect();
+        let reply = ServerMessage::UnsubscriptionSuccess { channels: &names }.to_text();
+        if let Flow::Gone = self.send(reply).await {
+            return Flow::Gone;
+        }
+        for name in unknown {
+            let flow = self
+                .reply_error(ErrorCode::UnknownChannel, Some(&name), "no such channel")
+                .await;
+            if let Flow::Gone = flow {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn join(
+        &mut self,
+        name: &ChannelName,
+        config: &ChannelConfig,
+    ) -> Result<(), crate::broker::BrokerError> {
+        let topic = topic_for(name, config, &self.identity);
+        self.node.broker.subscribe(topic.clone()).await?;
+        if self.node.hub.subscribe(self.registration.id, name) {
+            self.held.push((name.clone(), topic));
+        } else {
+            self.node.broker.unsubscribe(topic);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, name: &str) {
+        if let Some(index) = self.held.iter().position(|(c, _)| &**c == name) {
+            let (_, topic) = self.held.swap_remove(index);
+            self.node.broker.unsubscribe(topic);
+        }
+    }
+
+    async fn write_batch(&mut self, first: Arc<Delivery>) -> Flow {
+        let mut batch: Vec<Arc<Delivery>> = Vec::with_capacity(8);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match self.registration.rx.try_recv() {
+                Ok(delivery) => batch.push(delivery),
+                Err(_) => break,
+            }
+        }
+        let write = async {
+            for delivery in &batch {
+                self.ws
+                    .feed(WsMessage::Text(delivery.frame.clone()))
+                    .await?;
+            }
+            self.ws.flush().await
+        };
+        match tokio::time::timeout(self.node.config.write_timeout, write).await {
+            Ok(Ok(())) => {
+                let now = unix_micros();
+                let metrics = &self.node.metrics;
+                for delivery in &batch {
+                    metrics
+                        .delivery_latency
+                        .observe_micros(now.saturating_sub(delivery.accepted_at_micros));
+                }
+                metrics.delivered.inc_by(batch.len() as u64);
+                Flow::Continue
+            }
+            Ok(Err(_)) | Err(_) => {
+                self.node
+                    .metrics
+                    .drop_messages(DropReason::Disconnected, batch.len() as u64);
+                Flow::Gone
+            }
+        }
+    }
+
+    async fn keepalive(&mut self, interval: Duration) -> Flow {
+        if self.last_seen.elapsed() > interval * 2 {
+            return Flow::Close(1001, "no response to pings");
+        }
+        self.send_message(WsMessage::Ping(Default::default())).await
+    }
+
+    async fn reply_error(&mut self, code: ErrorCode, channel: Option<&str>, why: &str) -> Flow {
+        self.node.metrics.client_error(error_label(code));
+        self.send(ServerMessage::error(code, channel, why)).await
+    }
+
+    async fn send(&mut self, frame: Utf8Bytes) -> Flow {
+        self.send_message(WsMessage::Text(frame)).await
+    }
+
+    async fn send_message(&mut self, message: WsMessage) -> Flow {
+        match tokio::time::timeout(self.node.config.write_timeout, self.ws.send(message)).await {
+            Ok(Ok(())) => Flow::Continue,
+            _ => Flow::Gone,
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+    }
+
+    fn finish(mut self) {
+        let id = self.registration.id;
+        self.node.hub.disconnect(id);
+        for (_, topic) in self.held.drain(..) {
+            self.node.broker.unsubscribe(topic);
+        }
+        self.registration.rx.close();
+        let mut undelivered = 0;
+        while self.registration.rx.try_recv().is_ok() {
+            undelivered += 1;
+        }
+        if undelivered > 0 {
+            self.node
+                .metrics
+                .drop_messages(DropReason::Disconnected, undelivered);
+        }
+    }
+}
+
+fn read_error_flow(error: &WsError) -> Flow {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Flow::Close(1009, "message too big")
+        }
+        WsError::Capacity(_) => Flow::Close(1009, "frame too big"),
+        WsError::Utf8(_) => Flow::Close(1007, "text frame is not valid UTF-8"),
+        WsError::Protocol(_) => Flow::Close(1002, "WebSocket protocol error"),
+        _ => Flow::Gone,
+    }
+}
+
+fn error_label(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadRequest => "bad_request",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::UnknownChannel => "unknown_channel",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+        ErrorCode::Unavailable => "unavailable",
+    }
+}
+
+fn dedup(mut names: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
