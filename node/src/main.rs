@@ -1,5 +1,6 @@
 //! `herald-node`: parses configuration, wires the parts together, serves until SIGTERM.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,17 @@ use herald_node::{server, telemetry};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    match start() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald-node: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn start() -> anyhow::Result<()> {
     let mut args = Args::parse();
     let dev_secrets = args.dev.then(|| {
         let secrets = DevSecrets::generate();
@@ -80,17 +91,15 @@ async fn run(
     }
     tokio::spawn(watch_channels(node.clone()));
 
+    let server = tokio::spawn(server::serve(node.clone(), listener));
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-        }
-    };
-    server::serve(node.clone(), listener, shutdown).await;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
 
-    // Not ready, no new connections; move clients elsewhere over the drain window.
+    // Not ready and refusing new WebSockets; move clients elsewhere over the window.
     node.start_draining();
     let window = node.config.drain_window;
     tracing::info!(
@@ -104,6 +113,7 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(left = node.hub.connection_count(), "drained, exiting");
+    server.abort();
     Ok(())
 }
 

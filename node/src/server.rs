@@ -6,7 +6,6 @@
 //! are served on the same port.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,29 +26,27 @@ use crate::api::{self, error_response, json_response, Body, Query};
 use crate::auth::{AuthError, Identity};
 use crate::dev;
 use crate::node::Node;
-use crate::session::Session;
+use crate::session::{self, Session};
 
 /// Small buffers keep idle connections cheap; client messages are small.
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
-/// Accepts connections until `shutdown` resolves, then stops accepting.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
+/// Accepts connections until the task is dropped. While the node drains, the
+/// listener stays open so probes, metrics and publishes keep working; only new
+/// WebSocket upgrades are refused.
+pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(node.clone(), stream, peer));
-                }
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning; never crash.
-                    node.metrics.reject("accept_error");
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_connection(node.clone(), stream, peer));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning; never crash.
+                node.metrics.reject("accept_error");
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
     }
 }
@@ -77,7 +74,7 @@ async fn route(node: Arc<Node>, req: Request<Incoming>, peer: SocketAddr) -> Res
     let path = req.uri().path();
     let ws_path = node.config.ws_path.as_str();
     if path == ws_path || path == ws_path.trim_end_matches('/') {
-        return upgrade(node, req, peer);
+        return upgrade(node, req, peer).await;
     }
     match (req.method(), path) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
@@ -169,7 +166,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Respon
     }
 }
 
-fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let headers = req.headers();
     let is_upgrade = req.method() == Method::GET
         && header_has_token(headers, header::CONNECTION, "upgrade")
@@ -235,6 +232,18 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) -> Res
             );
         }
     };
+    let held = match session::join_auto_channels(&node, &identity, registration.id).await {
+        Ok(held) => held,
+        Err(e) => {
+            node.hub.disconnect(registration.id);
+            node.metrics.reject("broker_unavailable");
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                &e.to_string(),
+            );
+        }
+    };
     let span = tracing::info_span!(
         "connection",
         id = registration.id,
@@ -249,8 +258,9 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) -> Res
                     let config = WebSocketConfig::default()
                         .read_buffer_size(READ_BUFFER)
                         .write_buffer_size(WRITE_BUFFER)
+                        // Room for the largest publishable frame: writes are bounded, never refused.
                         .max_write_buffer_size(
-                            WRITE_BUFFER + node.config.max_message_bytes.max(64 * 1024) * 4,
+                            WRITE_BUFFER + 2 * node.config.max_publish_bytes + 1024,
                         )
                         .max_message_size(Some(node.config.max_message_bytes))
                         .max_frame_size(Some(node.config.max_message_bytes));
@@ -261,12 +271,17 @@ fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) -> Res
                     )
                     .await;
                     tracing::debug!("connected");
-                    Session::new(node, ws, identity, registration).run().await;
+                    Session::new(node, ws, identity, registration, held)
+                        .run()
+                        .await;
                     tracing::debug!("disconnected");
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade failed");
                     node.hub.disconnect(registration.id);
+                    for (_, topic) in held {
+                        node.broker.unsubscribe(topic);
+                    }
                 }
             }
         }

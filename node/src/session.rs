@@ -19,9 +19,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::Identity;
-use crate::broker::Topic;
+use crate::broker::{BrokerError, Topic};
 use crate::channels::ChannelConfig;
-use crate::hub::{unix_micros, Delivery, Registration};
+use crate::hub::{unix_micros, Delivery, Registration, SessionId};
 use crate::metrics::DropReason;
 use crate::node::Node;
 use crate::protocol::{ClientMessage, ErrorCode, ServerMessage};
@@ -66,16 +66,44 @@ pub fn topic_for(channel: &ChannelName, config: &ChannelConfig, identity: &Ident
     }
 }
 
+/// Subscribes a new connection to every auto-subscribe channel it may use, before
+/// the upgrade completes: once a client sees the socket open, it receives pushes.
+/// On failure every interest taken so far is released.
+pub async fn join_auto_channels(
+    node: &Node,
+    identity: &Identity,
+    id: SessionId,
+) -> Result<Vec<(ChannelName, Topic)>, BrokerError> {
+    let channels = node.channels.snapshot();
+    let mut held = Vec::new();
+    for (name, config) in channels.iter() {
+        if !(config.auto_subscribe && config.admits(identity).is_ok()) {
+            continue;
+        }
+        let topic = topic_for(name, config, identity);
+        if let Err(e) = node.broker.subscribe(topic.clone()).await {
+            for (_, topic) in held {
+                node.broker.unsubscribe(topic);
+            }
+            return Err(e);
+        }
+        node.hub.subscribe(id, name);
+        held.push((name.clone(), topic));
+    }
+    Ok(held)
+}
+
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Wraps an upgraded, registered connection.
+    /// Wraps an upgraded, registered connection that already holds `held`.
     pub fn new(
         node: Arc<Node>,
         ws: WebSocketStream<S>,
         identity: Identity,
         registration: Registration,
+        held: Vec<(ChannelName, Topic)>,
     ) -> Self {
         let inbound = TokenBucket::new(node.config.inbound_rate, node.config.inbound_burst);
         let now = Instant::now();
@@ -88,17 +116,13 @@ where
             violations: 0,
             violation_window: now,
             last_seen: now,
-            held: Vec::new(),
+            held,
         }
     }
 
     /// Serves the connection until it closes, then unregisters it.
     pub async fn run(mut self) {
-        let flow = match self.auto_subscribe().await {
-            Flow::Continue => self.serve().await,
-            other => other,
-        };
-        if let Flow::Close(code, reason) = flow {
+        if let Flow::Close(code, reason) = self.serve().await {
             self.close(code, reason).await;
         }
         self.finish();
@@ -121,23 +145,6 @@ where
                 return flow;
             }
         }
-    }
-
-    async fn auto_subscribe(&mut self) -> Flow {
-        let channels = self.node.channels.snapshot();
-        for (name, config) in channels.iter() {
-            if config.auto_subscribe && config.admits(&self.identity).is_ok() {
-                if let Err(e) = self.join(name, config).await {
-                    tracing::warn!(channel = %name, error = %e, "auto-subscribe failed");
-                    let frame =
-                        ServerMessage::error(ErrorCode::Unavailable, Some(name), &e.to_string());
-                    if let Flow::Gone = self.send(frame).await {
-                        return Flow::Gone;
-                    }
-                }
-            }
-        }
-        Flow::Continue
     }
 
     async fn on_frame(&mut self, frame: Option<Result<WsMessage, WsError>>) -> Flow {
@@ -304,7 +311,7 @@ where
         &mut self,
         name: &ChannelName,
         config: &ChannelConfig,
-    ) -> Result<(), crate::broker::BrokerError> {
+    ) -> Result<(), BrokerError> {
         let topic = topic_for(name, config, &self.identity);
         self.node.broker.subscribe(topic.clone()).await?;
         if self.node.hub.subscribe(self.registration.id, name) {
@@ -339,7 +346,18 @@ where
             }
             self.ws.flush().await
         };
-        match tokio::time::timeout(self.node.config.write_timeout, write).await {
+        let control = self.registration.control.clone();
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(self.node.config.write_timeout, write) => outcome,
+            // A slow consumer stuck in a write is cut loose at once.
+            request = control.requested() => {
+                self.node
+                    .metrics
+                    .drop_messages(DropReason::Disconnected, batch.len() as u64);
+                return Flow::Close(request.code, request.reason);
+            }
+        };
+        match outcome {
             Ok(Ok(())) => {
                 let now = unix_micros();
                 let metrics = &self.node.metrics;

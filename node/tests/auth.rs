@@ -1,0 +1,124 @@
+//! Connections are authenticated before the upgrade: a bad token costs an HTTP 401
+//! with a JSON reason, never a WebSocket.
+
+mod common;
+
+use common::{now, token_with, TestNode};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+#[tokio::test]
+async fn bad_expired_missing_and_forged_tokens_are_refused_with_a_reason() {
+    let node = TestNode::start(&[]);
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"user_id": 1, "exp": now() + 60}),
+        &EncodingKey::from_secret(b"not-the-secret"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            format!("ws://{}/ws/notifications/", node.addr),
+            "token_missing",
+        ),
+        (node.ws_url("garbage"), "token_malformed"),
+        (
+            node.ws_url(&token_with(json!({"user_id": 1, "exp": now() - 3600}))),
+            "token_expired",
+        ),
+        (
+            node.ws_url(&token_with(
+                json!({"user_id": 1, "exp": now() + 7200, "nbf": now() + 3600}),
+            )),
+            "token_not_yet_valid",
+        ),
+        (node.ws_url(&forged), "token_invalid_signature"),
+        (
+            node.ws_url(&token_with(json!({"exp": now() + 60}))),
+            "token_missing_claim",
+        ),
+    ];
+    for (url, code) in cases {
+        let (status, body) = node.refused(&url).await;
+        assert_eq!(status, 401, "{url}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].is_string());
+    }
+    assert!(
+        node.metric("herald_connections_rejected_total{reason=\"token_expired\"}")
+            .await
+            >= 1.0
+    );
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn rs256_and_es256_tokens_verify_with_public_keys() {
+    let keys = format!("{},{}", fixture("rsa_public.pem"), fixture("ec_public.pem"));
+    let node = TestNode::start(&["--jwt-public-key-file", &keys]);
+    let claims = json!({"user_id": 5, "exp": now() + 60});
+    let rsa = std::fs::read(fixture("rsa_private.pem")).unwrap();
+    let ec = std::fs::read(fixture("ec_private.pem")).unwrap();
+    let rs256 = encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(&rsa).unwrap(),
+    )
+    .unwrap();
+    let es256 = encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &EncodingKey::from_ec_pem(&ec).unwrap(),
+    )
+    .unwrap();
+    for token in [rs256, es256] {
+        let mut client = node.connect_url(&node.ws_url(&token)).await;
+        client.assert_alive().await;
+    }
+    // The HS256 secret is configured too, so HS256 tokens still work alongside.
+    let mut hs = node.connect("5").await;
+    hs.assert_alive().await;
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let node = TestNode::start(&["--jwt-issuer", "crm", "--jwt-audience", "herald"]);
+    let good = token_with(json!({"user_id": 1, "exp": now() + 60, "iss": "crm", "aud": "herald"}));
+    node.connect_url(&node.ws_url(&good))
+        .await
+        .assert_alive()
+        .await;
+    let bad = token_with(json!({"user_id": 1, "exp": now() + 60, "iss": "evil", "aud": "herald"}));
+    let (status, body) = node.refused(&node.ws_url(&bad)).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "token_wrong_issuer");
+}
+
+#[tokio::test]
+async fn per_user_connection_cap_refuses_extra_connections() {
+    let node = TestNode::start(&["--max-connections-per-user", "2"]);
+    let _a = node.connect("9").await;
+    let _b = node.connect("9").await;
+    let (status, body) = node.refused(&node.ws_url(&common::token("9"))).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "too_many_connections");
+    // Other users are unaffected.
+    node.connect("10").await.assert_alive().await;
+}
+
+#[tokio::test]
+async fn the_node_refuses_to_start_without_credentials() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald-node"))
+        .env_remove("HERALD_JWT_SECRET")
+        .env_remove("HERALD_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("HERALD_JWT_SECRET"), "{stderr}");
+    assert!(stderr.contains("HERALD_API_KEY"), "{stderr}");
+    assert!(stderr.contains("--dev"), "{stderr}");
+}

@@ -1,0 +1,317 @@
+//! Backends publish over HTTP; users receive exactly what is addressed to them.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TestNode, API_KEY};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn publish_errors_are_clear_json() {
+    let node = TestNode::start(&["--max-publish-bytes", "2048"]);
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"channel": "nope", "type": "x", "data": {}}),
+            404,
+            "unknown_channel",
+        ),
+        (
+            json!({"channel": "alerts", "type": "order_update", "data": {}}),
+            422,
+            "type_not_allowed",
+        ),
+        (
+            json!({"channel": "alerts", "type": "alert", "data": [1]}),
+            422,
+            "data_not_object",
+        ),
+        (
+            json!({"channel": "alerts", "type": "alert", "data": "x"}),
+            422,
+            "data_not_object",
+        ),
+        (
+            json!({"channel": "notifications", "type": "notification", "data": {}}),
+            422,
+            "users_required",
+        ),
+        (
+            json!({"channel": "notifications", "type": "notification", "data": {}, "users": []}),
+            422,
+            "users_required",
+        ),
+        (
+            json!({"channel": "notifications", "type": "notification", "data": {}, "users": [1.5]}),
+            422,
+            "invalid_user",
+        ),
+        (json!({"channel": "alerts", "data": {}}), 400, "bad_request"),
+        (
+            json!({"channel": "alerts", "type": "alert", "data": {}, "extra": 1}),
+            400,
+            "bad_request",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, reply) = node.publish(&body).await;
+        assert_eq!(got, status, "{body} -> {reply}");
+        assert_eq!(reply["error"]["code"], code, "{body} -> {reply}");
+    }
+    let (status, reply) = node
+        .http("POST", "/api/v1/publish", Some(API_KEY), "{not json".into())
+        .await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let big = json!({"channel": "alerts", "type": "alert", "data": {"pad": "x".repeat(4096)}});
+    let (status, reply) = node.publish(&big).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    for key in [None, Some("wrong-key-wrong-key")] {
+        let (status, reply) = node
+            .http(
+                "POST",
+                "/api/v1/publish",
+                key,
+                json!({"channel": "alerts", "type": "alert", "data": {}}).to_string(),
+            )
+            .await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+    }
+    let (status, _) = node
+        .http("GET", "/api/v1/publish", Some(API_KEY), String::new())
+        .await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn a_batch_publishes_each_item_and_reports_each_result() {
+    let node = TestNode::start(&[]);
+    let mut alice = node.connect("alice").await;
+    let (status, reply) = node
+        .publish(&json!([
+            {"channel": "alerts", "type": "alert", "data": {"n": 1}},
+            {"channel": "nope", "type": "alert", "data": {}},
+            {"channel": "notifications", "type": "notification", "data": {"n": 2}, "users": ["alice", "bob"]},
+        ]))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let results = reply["results"].as_array().unwrap();
+    assert_eq!(results[0]["delivered_locally"], 1);
+    assert_eq!(results[1]["error"]["code"], "unknown_channel");
+    assert_eq!(results[1]["status"], 404);
+    assert_eq!(results[2]["delivered_locally"], 1);
+    assert_eq!(alice.recv().await["data"]["n"], 1);
+    assert_eq!(alice.recv().await["data"]["n"], 2);
+    alice.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn many_users_concurrent_personal_messages_zero_misdeliveries() {
+    const USERS: usize = 40;
+    const CONNECTIONS_PER_USER: usize = 2;
+    const MESSAGES_PER_USER: usize = 25;
+    let node = Arc::new(TestNode::start(&[]));
+    let mut readers = Vec::new();
+    for u in 0..USERS {
+        for _ in 0..CONNECTIONS_PER_USER {
+            let mut client = node.connect(&u.to_string()).await;
+            readers.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while seen.len() < MESSAGES_PER_USER {
+                    let Some(message) = client.recv_within(Duration::from_secs(10)).await else {
+                        break;
+                    };
+                    assert_eq!(message["type"], "notification");
+                    seen.push((
+                        message["data"]["user"].as_str().unwrap().to_owned(),
+                        message["data"]["seq"].as_u64().unwrap(),
+                    ));
+                }
+                // Nothing else may arrive for this user.
+                client.expect_silence(Duration::from_millis(300)).await;
+                (u, seen)
+            }));
+        }
+    }
+    // Publishers race each other: one task per user, numeric and string ids mixed.
+    let mut publishers = Vec::new();
+    for u in 0..USERS {
+        let node = node.clone();
+        publishers.push(tokio::spawn(async move {
+            for seq in 0..MESSAGES_PER_USER {
+                let id = if seq % 2 == 0 {
+                    json!(u)
+                } else {
+                    json!(u.to_string())
+                };
+                let (status, reply) = node
+                    .publish(&json!({"channel": "notifications", "type": "notification",
+                                     "users": [id], "data": {"user": u.to_string(), "seq": seq}}))
+                    .await;
+                assert_eq!(status, 200, "{reply}");
+                assert_eq!(reply["delivered_locally"], CONNECTIONS_PER_USER);
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let mut per_user: HashMap<usize, usize> = HashMap::new();
+    for reader in readers {
+        let (u, seen) = reader.await.unwrap();
+        assert_eq!(seen.len(), MESSAGES_PER_USER, "user {u} missed messages");
+        for (owner, _) in &seen {
+            assert_eq!(
+                owner,
+                &u.to_string(),
+                "user {u} received another user's message"
+            );
+        }
+        let seqs: Vec<u64> = seen.iter().map(|(_, s)| *s).collect();
+        let expected: Vec<u64> = (0..MESSAGES_PER_USER as u64).collect();
+        assert_eq!(seqs, expected, "user {u}: exactly once, in order");
+        *per_user.entry(u).or_default() += 1;
+    }
+    assert_eq!(per_user.len(), USERS);
+}
+
+#[tokio::test]
+async fn role_channels_admit_only_matching_roles() {
+    let dir = std::env::temp_dir().join(format!("herald-roles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("channels.json");
+    std::fs::write(
+        &path,
+        json!({"channels": [
+            {"name": "ops", "access": "roles", "roles": ["ops"], "auto_subscribe": true},
+            {"name": "news", "access": "public"}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let node = TestNode::start(&["--channels", path.to_str().unwrap()]);
+    let ops_token =
+        common::token_with(json!({"user_id": 1, "roles": ["ops"], "exp": common::now() + 60}));
+    let mut operator = node.connect_url(&node.ws_url(&ops_token)).await;
+    let mut staff = node.connect("2").await;
+    staff
+        .send_json(json!({"type": "subscribe", "channels": ["ops", "news"]}))
+        .await;
+    assert_eq!(
+        staff.recv().await,
+        json!({"type": "subscription_success", "channels": ["news"]})
+    );
+    let refusal = staff.recv().await;
+    assert_eq!(
+        (refusal["code"].as_str(), refusal["channel"].as_str()),
+        (Some("forbidden"), Some("ops"))
+    );
+    let (_, reply) = node
+        .publish(&json!({"channel": "ops", "type": "incident", "data": {"sev": 1}}))
+        .await;
+    assert_eq!(reply["delivered_locally"], 1);
+    assert_eq!(operator.recv().await["type"], "incident");
+    staff.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn channel_changes_apply_to_a_running_node_without_restart() {
+    let dir = std::env::temp_dir().join(format!("herald-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("channels.json");
+    std::fs::write(
+        &path,
+        json!({"channels": [{"name": "alerts", "access": "authenticated"}]}).to_string(),
+    )
+    .unwrap();
+    let node = TestNode::start(&[
+        "--channels",
+        path.to_str().unwrap(),
+        "--channels-reload",
+        "100ms",
+    ]);
+    let (status, _) = node
+        .publish(&json!({"channel": "stock_levels", "type": "material_update", "data": {}}))
+        .await;
+    assert_eq!(status, 404);
+    let pid_before = node.pid();
+    std::fs::write(
+        &path,
+        json!({"channels": [
+            {"name": "alerts", "access": "authenticated"},
+            {"name": "stock_levels", "access": "authenticated", "allowed_types": ["material_update"]}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut client = node.connect("3").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        client
+            .send_json(json!({"type": "subscribe", "channels": ["stock_levels"]}))
+            .await;
+        let reply = client.recv().await;
+        if reply["channels"] == json!(["stock_levels"]) {
+            break;
+        }
+        // Not yet known: the refusal follows the (empty) success.
+        let refusal = client.recv().await;
+        assert_eq!(refusal["code"], "unknown_channel");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reload not applied: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, reply) = node
+        .publish(&json!({"channel": "stock_levels", "type": "material_update", "data": {"id": 1}}))
+        .await;
+    assert_eq!(
+        (status, reply["delivered_locally"].as_u64()),
+        (200, Some(1))
+    );
+    assert_eq!(client.recv().await["channel"], "stock_levels");
+    assert_eq!(node.pid(), pid_before);
+    let (_, listed) = node
+        .http("GET", "/api/v1/channels", Some(API_KEY), String::new())
+        .await;
+    let names: HashSet<&str> = listed["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, HashSet::from(["alerts", "stock_levels"]));
+}
+
+#[tokio::test]
+async fn publish_rate_limits_per_channel() {
+    let dir = std::env::temp_dir().join(format!("herald-pubrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("channels.json");
+    std::fs::write(
+        &path,
+        json!({"channels": [{"name": "ticks", "access": "authenticated", "publish_rate": {"per_second": 1.0, "burst": 3}}]})
+            .to_string(),
+    )
+    .unwrap();
+    let node = TestNode::start(&["--channels", path.to_str().unwrap()]);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (status, _) = node
+            .publish(&json!({"channel": "ticks", "type": "tick", "data": {}}))
+            .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
