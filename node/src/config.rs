@@ -77,6 +77,15 @@ pub struct Args {
     #[arg(long, env = "HERALD_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Replicas a history write must reach before a publish is acknowledged
+    /// (`WAIT`); defaults to 1 for `redis-cluster://` URLs and 0 otherwise.
+    #[arg(long, env = "HERALD_REDIS_MIN_REPLICAS")]
+    pub redis_min_replicas: Option<u32>,
+
+    /// Messages the Redis subscriber buffers before it counts as lagging.
+    #[arg(long, env = "HERALD_REDIS_BUFFER", default_value_t = 65_536)]
+    pub redis_buffer: usize,
+
     /// JSON channel file (`{"channels":[...]}`); the four default channels when unset.
     #[arg(long, env = "HERALD_CHANNELS")]
     pub channels: Option<PathBuf>,

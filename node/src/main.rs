@@ -8,14 +8,16 @@ use anyhow::Context;
 use clap::Parser;
 use herald_node::auth::Authenticator;
 use herald_node::broker::memory::MemoryBroker;
+use herald_node::broker::redis::{RedisBroker, RedisSettings};
 use herald_node::broker::Broker;
 use herald_node::channels::Registry;
 use herald_node::config::Args;
 use herald_node::dev::{self, DevSecrets};
+use herald_node::hub::Hub;
 use herald_node::metrics::Metrics;
 use herald_node::node::Node;
 use herald_node::{server, telemetry};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
@@ -63,23 +65,40 @@ async fn run(
         sample_ratio: args.trace_sample_ratio,
     })?;
     let auth = Authenticator::new(&secrets.auth)?;
-    let channels = Registry::load(args.channels.as_deref())?;
+    let channels = Arc::new(Registry::load(args.channels.as_deref())?);
+    let metrics = Arc::new(Metrics::new());
+    let hub = Arc::new(Hub::new(
+        metrics.clone(),
+        args.outbound_queue,
+        args.max_connections_per_user,
+    ));
     let broker: Arc<dyn Broker> = match &args.redis_url {
         None => Arc::new(MemoryBroker::new()),
-        Some(_) => anyhow::bail!(
-            "HERALD_REDIS_URL is set, but this build of herald-node has no Redis broker yet; unset it to use the embedded broker"
-        ),
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                node_id: node_id.clone(),
+                min_replicas: args
+                    .redis_min_replicas
+                    .unwrap_or(u32::from(url.starts_with("redis-cluster://"))),
+                buffer: args.redis_buffer,
+            };
+            let broker =
+                RedisBroker::connect(settings, hub.clone(), channels.clone(), metrics.clone())
+                    .await
+                    .context("connecting to Redis")?;
+            Arc::new(broker)
+        }
     };
-    let metrics = Arc::new(Metrics::new());
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let node = Arc::new(Node::new(
         args,
         auth,
         secrets.api_key,
         channels,
+        hub,
         broker,
         metrics,
     ));
@@ -115,6 +134,19 @@ async fn run(
     tracing::info!(left = node.hub.connection_count(), "drained, exiting");
     server.abort();
     Ok(())
+}
+
+/// Binds with a deep accept backlog: connection storms (a node restart moving
+/// thousands of clients at once) must queue, not have their SYNs dropped.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Applies channel file changes while the node runs.

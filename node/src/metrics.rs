@@ -21,6 +21,9 @@ pub enum DropReason {
     SlowConsumer,
     /// The connection closed between fan-out and send.
     Disconnected,
+    /// The node's broker subscription buffer overflowed (recovered from history
+    /// where the channel keeps it).
+    BrokerLag,
 }
 
 impl DropReason {
@@ -28,6 +31,7 @@ impl DropReason {
         match self {
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::Disconnected => "disconnected",
+            DropReason::BrokerLag => "broker_lag",
         }
     }
 }

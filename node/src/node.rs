@@ -26,9 +26,9 @@ pub struct Node {
     /// Key for the publish and admin APIs.
     pub api_key: String,
     /// Channels in force.
-    pub channels: Registry,
+    pub channels: Arc<Registry>,
     /// Local connections.
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
     /// Cross-node transport.
     pub broker: Arc<dyn Broker>,
     /// Prometheus metrics.
@@ -52,15 +52,11 @@ impl Node {
         config: Args,
         auth: Authenticator,
         api_key: String,
-        channels: Registry,
+        channels: Arc<Registry>,
+        hub: Arc<Hub>,
         broker: Arc<dyn Broker>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let hub = Hub::new(
-            metrics.clone(),
-            config.outbound_queue,
-            config.max_connections_per_user,
-        );
         Self {
             id: config.node_id(),
             config,

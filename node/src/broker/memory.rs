@@ -1,20 +1,60 @@
 //! The embedded broker: one node, no external services.
 //!
 //! With a single node there is nobody to forward messages to, so publishing only
-//! accepts the message; the publish API then fans it out through the local hub.
-//! This keeps `herald-node --dev` free of set-up.
+//! stores the message (for channels with history) and gives it an offset; the publish
+//! API then fans it out through the local hub. History, recovery and cursors behave
+//! as they do on Redis, so `herald-node --dev` shows the whole protocol.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{BoxFuture, Broker, BrokerError, Health, Message, Topic};
+use super::offset::Offset;
+use super::{BoxFuture, Broker, BrokerError, Health, Message, Replay, Topic};
 use crate::channels::ChannelConfig;
+use crate::hub::unix_micros;
+
+#[derive(Debug, Default)]
+struct Stream {
+    entries: VecDeque<(Offset, Message, Instant)>,
+    last: Offset,
+    max_deleted: Offset,
+}
+
+impl Stream {
+    fn trim(&mut self, capacity: usize, expiry: Duration) {
+        let now = Instant::now();
+        while self.entries.len() > capacity
+            || self
+                .entries
+                .front()
+                .is_some_and(|(_, _, at)| now.duration_since(*at) > expiry)
+        {
+            if let Some((offset, _, _)) = self.entries.pop_front() {
+                self.max_deleted = offset;
+            }
+        }
+    }
+
+    fn next_offset(&mut self) -> Offset {
+        let ms = unix_micros() / 1000;
+        self.last = if ms > self.last.ms {
+            Offset { ms, seq: 0 }
+        } else {
+            self.last.next()
+        };
+        self.last
+    }
+}
 
 /// In-process broker for a single node.
 #[derive(Debug, Default)]
 pub struct MemoryBroker {
     interest: Mutex<HashMap<Topic, usize>>,
+    streams: Mutex<HashMap<Topic, Stream>>,
+    cursors: Mutex<HashMap<(Topic, String), (Offset, Instant)>>,
 }
 
 impl MemoryBroker {
@@ -36,9 +76,19 @@ impl Broker for MemoryBroker {
 
     fn publish<'a>(
         &'a self,
-        message: Message,
-        _channel: &'a ChannelConfig,
+        mut message: Message,
+        channel: &'a ChannelConfig,
     ) -> BoxFuture<'a, Result<Message, BrokerError>> {
+        if channel.history {
+            let mut streams = self.streams.lock();
+            let stream = streams.entry(Topic::of(&message, channel)).or_default();
+            let offset = stream.next_offset();
+            message.offset = Some(Arc::from(offset.to_string()));
+            stream
+                .entries
+                .push_back((offset, message.clone(), Instant::now()));
+            stream.trim(channel.capacity as usize, channel.expiry());
+        }
         Box::pin(async move { Ok(message) })
     }
 
@@ -63,11 +113,106 @@ impl Broker for MemoryBroker {
             detail: "embedded in-memory broker".into(),
         }
     }
+
+    fn history<'a>(
+        &'a self,
+        topic: &'a Topic,
+        channel: &'a ChannelConfig,
+        since: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
+        let replay = {
+            let mut streams = self.streams.lock();
+            match streams.get_mut(topic) {
+                None => Replay {
+                    messages: Vec::new(),
+                    recovered: true,
+                },
+                Some(stream) => {
+                    stream.trim(channel.capacity as usize, channel.expiry());
+                    let after = since.and_then(Offset::parse).unwrap_or_default();
+                    Replay {
+                        messages: stream
+                            .entries
+                            .iter()
+                            .filter(|(offset, _, _)| *offset > after)
+                            .map(|(_, message, _)| message.clone())
+                            .collect(),
+                        recovered: after >= stream.max_deleted,
+                    }
+                }
+            }
+        };
+        Box::pin(async move { Ok(replay) })
+    }
+
+    fn load_cursor<'a>(
+        &'a self,
+        topic: &'a Topic,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        let cursor = self
+            .cursors
+            .lock()
+            .get(&(topic.clone(), user.to_owned()))
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(offset, _)| offset.to_string());
+        Box::pin(async move { Ok(cursor) })
+    }
+
+    fn store_cursor<'a>(
+        &'a self,
+        topic: &'a Topic,
+        user: &'a str,
+        offset: &'a str,
+        channel: &'a ChannelConfig,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        if let Some(offset) = Offset::parse(offset) {
+            let expires = Instant::now() + channel.expiry();
+            let mut cursors = self.cursors.lock();
+            let entry = cursors
+                .entry((topic.clone(), user.to_owned()))
+                .or_insert((offset, expires));
+            if offset >= entry.0 {
+                *entry = (offset, expires);
+            }
+        }
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::broker::Target;
     use super::*;
+    use crate::channels::Access;
+    use serde_json::value::RawValue;
+
+    fn channel(capacity: u32) -> ChannelConfig {
+        ChannelConfig {
+            history: true,
+            capacity,
+            ..ChannelConfig::new("orders", Access::User)
+        }
+    }
+
+    fn message(user: &str, n: u32) -> Message {
+        Message {
+            id: n.to_string().into(),
+            channel: "orders".into(),
+            kind: "order_update".into(),
+            data: Arc::from(RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap()),
+            target: Target::User(user.into()),
+            offset: None,
+            accepted_at_micros: 0,
+        }
+    }
+
+    fn topic(user: &str) -> Topic {
+        Topic {
+            channel: "orders".into(),
+            user: Some(user.into()),
+        }
+    }
 
     #[tokio::test]
     async fn interest_is_reference_counted() {
@@ -85,5 +230,56 @@ mod tests {
         // An unbalanced unsubscribe is harmless.
         broker.unsubscribe(topic.clone());
         assert_eq!(broker.interest(&topic), 0);
+    }
+
+    #[tokio::test]
+    async fn history_replays_after_an_offset_and_reports_gaps() {
+        let broker = MemoryBroker::new();
+        let config = channel(3);
+        let mut offsets = Vec::new();
+        for n in 0..5 {
+            let stored = broker.publish(message("a", n), &config).await.unwrap();
+            offsets.push(stored.offset.unwrap().to_string());
+        }
+        // Capacity 3 kept messages 2, 3, 4.
+        let replay = broker
+            .history(&topic("a"), &config, Some(&offsets[2]))
+            .await
+            .unwrap();
+        let ids: Vec<_> = replay.messages.iter().map(|m| m.id.to_string()).collect();
+        assert_eq!(ids, ["3", "4"]);
+        assert!(replay.recovered);
+        let replay = broker
+            .history(&topic("a"), &config, Some(&offsets[0]))
+            .await
+            .unwrap();
+        assert_eq!(replay.messages.len(), 3);
+        assert!(!replay.recovered, "message 1 was trimmed away");
+        // Another user's stream is separate.
+        let other = broker.history(&topic("b"), &config, None).await.unwrap();
+        assert!(other.messages.is_empty());
+    }
+
+    #[tokio::test]
+    async fn cursors_only_move_forward() {
+        let broker = MemoryBroker::new();
+        let config = channel(10);
+        broker
+            .store_cursor(&topic("a"), "a", "10-0", &config)
+            .await
+            .unwrap();
+        broker
+            .store_cursor(&topic("a"), "a", "9-0", &config)
+            .await
+            .unwrap();
+        assert_eq!(
+            broker
+                .load_cursor(&topic("a"), "a")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("10-0")
+        );
+        assert_eq!(broker.load_cursor(&topic("a"), "b").await.unwrap(), None);
     }
 }

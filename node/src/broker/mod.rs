@@ -6,6 +6,9 @@
 //! node with no set-up; a Redis Cluster broker implements the same trait for many.
 
 pub mod memory;
+pub mod offset;
+pub mod redis;
+pub mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +59,40 @@ pub struct Topic {
     pub user: Option<UserId>,
 }
 
+/// Messages replayed from history.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Messages after the requested offset, oldest first.
+    pub messages: Vec<Message>,
+    /// Whether nothing after the requested offset was trimmed away.
+    pub recovered: bool,
+}
+
+impl Topic {
+    /// The topic (and history stream) a message travels on: per user on per-user
+    /// channels, one per channel otherwise (user-targeted messages there carry their
+    /// target and are filtered by each node's hub).
+    pub fn of(message: &Message, channel: &ChannelConfig) -> Self {
+        let user = match &message.target {
+            Target::User(user) if channel.is_per_user() => Some(user.clone()),
+            _ => None,
+        };
+        Self {
+            channel: message.channel.clone(),
+            user,
+        }
+    }
+
+    /// The topic a channel's messages travel on for a user: per-user channels have
+    /// one topic per user, every other channel one topic for all.
+    pub fn for_channel(channel: &ChannelName, per_user: bool, user: Option<&UserId>) -> Self {
+        Self {
+            channel: channel.clone(),
+            user: if per_user { user.cloned() } else { None },
+        }
+    }
+}
+
 /// Broker failures, surfaced to publishers as 503.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -94,4 +131,30 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Current health.
     fn health(&self) -> Health;
+
+    /// Messages of `topic` after `since` (all kept ones when `None`), at most the
+    /// channel's capacity, oldest first.
+    fn history<'a>(
+        &'a self,
+        topic: &'a Topic,
+        channel: &'a ChannelConfig,
+        since: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Replay, BrokerError>>;
+
+    /// The offset up to which `user` has received (or acknowledged) `topic`.
+    fn load_cursor<'a>(
+        &'a self,
+        topic: &'a Topic,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>>;
+
+    /// Moves `user`'s cursor on `topic` forward to `offset` (never backwards); it
+    /// expires with the channel's history.
+    fn store_cursor<'a>(
+        &'a self,
+        topic: &'a Topic,
+        user: &'a str,
+        offset: &'a str,
+        channel: &'a ChannelConfig,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
 }

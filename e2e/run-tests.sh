@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Herald's whole test suite, runnable on a fresh machine: installs what the tests
+# need, then checks formatting and lints and runs every test against real processes.
+# Build caches live under $HOME/.cache/herald so repeated runs are fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export HERALD_CACHE="${HERALD_CACHE:-$HOME/.cache/herald}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HERALD_CACHE/target}"
+mkdir -p "$HERALD_CACHE"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain)"; exit 1; }
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo --version
+
+step "redis"
+missing=""
+for pkg in redis-server redis-tools; do
+  dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update
+  # shellcheck disable=SC2086 # $missing is a space-separated package list
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
+fi
+redis-server --version
+
+step "format"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked

@@ -1,0 +1,136 @@
+//! The protocol boundary between the bench and the server under test.
+//!
+//! Everything that differs between push servers (URLs, credentials, subscribe handshake,
+//! publish API, message envelopes) sits behind [`Target`]; the rest of the bench only deals
+//! in [`Stream`]s, [`Publication`]s and [`Inbound`] classifications. A worker process builds
+//! its adapter from a serialisable [`TargetSpec`].
+
+pub mod herald;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Result;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::payload::Payload;
+
+/// Which kind of fan-out a scenario exercises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// One publish reaches every connected client.
+    Broadcast,
+    /// One publish reaches exactly one user.
+    Personal,
+}
+
+/// How to open a client WebSocket for one user.
+#[derive(Debug, Clone)]
+pub struct WsTarget {
+    /// `ws://` URL including any credentials the server expects in the query.
+    pub url: String,
+    /// Extra upgrade-request headers (cookies, auth headers).
+    pub headers: Vec<(String, String)>,
+}
+
+/// One HTTP request to the server's publish API.
+#[derive(Debug, Clone)]
+pub struct HttpCall {
+    /// Request method.
+    pub method: http::Method,
+    /// Path and query, e.g. `/api/v1/publish`.
+    pub path: String,
+    /// Headers besides `Host` and `Content-Length`, which the publisher sets.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Bytes,
+}
+
+/// One message the bench wants delivered.
+#[derive(Debug, Clone)]
+pub struct Publication<'a> {
+    /// Broadcast or personal.
+    pub stream: Stream,
+    /// Recipient of a personal message.
+    pub user: Option<&'a str>,
+    /// The bench record to embed as the message data.
+    pub payload: Payload<'a>,
+}
+
+/// What a received text frame means to the bench.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inbound<'a> {
+    /// A message published by the bench.
+    Delivery(Payload<'a>),
+    /// A reply to one of the handshake frames (connect / subscribe acknowledgement).
+    Ack,
+    /// A frame the client must answer (application-level ping) with this text.
+    Reply(String),
+    /// The server reported an error.
+    Error(String),
+    /// Anything else (foreign messages, pongs, presence, ...).
+    Other,
+}
+
+/// A push server protocol as seen by the bench.
+pub trait Target: Send + Sync + 'static {
+    /// Short protocol name for reports.
+    fn name(&self) -> &'static str;
+
+    /// Upgrade request for `user`'s client connection.
+    fn ws_target(&self, user: &str) -> Result<WsTarget>;
+
+    /// Text frames a freshly upgraded client sends so that it receives `stream`; the client is
+    /// ready once it has seen one [`Inbound::Ack`] per frame. Empty when the server
+    /// subscribes clients on its own.
+    fn handshake(&self, stream: Stream, user: &str) -> Result<Vec<String>>;
+
+    /// Classifies one text frame received by a client.
+    fn classify<'a>(&self, text: &'a str) -> Inbound<'a>;
+
+    /// Largest number of publications [`Target::publish_call`] accepts at once.
+    fn max_batch(&self) -> usize;
+
+    /// The publish request for `batch` (1..=[`Target::max_batch`] publications).
+    fn publish_call(&self, batch: &[Publication<'_>]) -> Result<HttpCall>;
+
+    /// How many publications of a `sent`-sized batch the server accepted, from its response.
+    /// Errors describe a rejected request.
+    fn accepted(&self, status: u16, body: &[u8], sent: usize) -> Result<usize>;
+}
+
+/// Protocols the bench can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// Herald's own protocol (JWT in the query, `/api/v1/publish`).
+    Herald,
+}
+
+/// Everything needed to build a [`Target`], passed from the parent to its workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetSpec {
+    /// Protocol.
+    pub kind: TargetKind,
+    /// Address clients connect to.
+    pub ws_addr: SocketAddr,
+    /// Address the publisher posts to.
+    pub publish_addr: SocketAddr,
+    /// Secret for signing client tokens.
+    pub jwt_secret: String,
+    /// Publish API key.
+    pub api_key: String,
+    /// Lifetime of minted client tokens, in seconds.
+    pub token_ttl_secs: u64,
+}
+
+impl TargetSpec {
+    /// Builds the adapter described by this spec.
+    pub fn build(&self) -> Result<Arc<dyn Target>> {
+        Ok(match self.kind {
+            TargetKind::Herald => Arc::new(herald::Herald::new(self)?),
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! `herald-bench`: connection, memory and delivery load measurements for push servers.
+//!
+//! The tool is split so that each module has one job:
+//!
+//! - [`cli`]: command-line surface (scenarios and their flags).
+//! - [`adapter`]: the protocol boundary; everything server-specific lives behind [`adapter::Target`].
+//! - [`payload`]: the `{run, seq, ts, user}` record every published message carries.
+//! - [`net`]: loopback-only addressing, source-IP spreading and process sizing.
+//! - [`client`]: one WebSocket client: connect, subscribe, then read and record deliveries.
+//! - [`seq`]: per-connection duplicate / out-of-order detection.
+//! - [`stats`]: mergeable latency histograms and delivery counters.
+//! - [`recorder`]: a worker's shared sink for what its clients observe.
+//! - [`publisher`]: paced HTTP publishing at a target rate.
+//! - [`ipc`]: the JSON-lines conversation between the parent and its worker processes.
+//! - [`worker`]: the child-process side (owns a slice of the connections).
+//! - [`pool`]: the parent-process side (spawns workers, fans commands out, gathers results).
+//! - [`ramp`]: the rate search used by `--find-max`.
+//! - [`rss`]: reading a server's resident memory from `/proc`.
+//! - [`report`]: the figures, their table and their JSON line.
+//! - [`run`]: the orchestration of a whole scenario.
+
+pub mod adapter;
+pub mod cli;
+pub mod client;
+pub mod ipc;
+pub mod net;
+pub mod payload;
+pub mod pool;
+pub mod publisher;
+pub mod ramp;
+pub mod recorder;
+pub mod report;
+pub mod rss;
+pub mod run;
+pub mod seq;
+pub mod stats;
+pub mod worker;

@@ -1,0 +1,379 @@
+//! The figures a run produces, rendered as a human table or one JSON line.
+//!
+//! Every figure is in the JSON so that scripts can build comparison tables across servers;
+//! the table shows the ones people look at first.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::adapter::Stream;
+use super::stats::LatencySummary;
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Protocol adapter name.
+    pub target: &'static str,
+    /// Server address.
+    pub addr: String,
+    /// Connections requested.
+    pub connections: u64,
+    /// Worker processes used.
+    pub processes: usize,
+    /// Source addresses used.
+    pub source_ips: u8,
+    /// Connection phase.
+    pub connect: ConnectFigures,
+    /// Server memory, when --server-pid was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryFigures>,
+    /// Fixed-rate load (broadcast / personal without --find-max).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadFigures>,
+    /// Rate search (--find-max).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub find_max: Option<FindMaxFigures>,
+}
+
+/// Connection phase figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnectFigures {
+    /// Connected and subscribed.
+    pub ok: u64,
+    /// Failed or timed out.
+    pub failed: u64,
+    /// Failure messages and counts.
+    pub errors: BTreeMap<String, u64>,
+    /// Wall time of the phase, seconds.
+    pub elapsed_s: f64,
+    /// Successful connections per second.
+    pub rate_per_s: f64,
+    /// TCP connect to `101` times.
+    pub time: LatencySummary,
+    /// The bench's own worker memory per connection, bytes.
+    pub client_rss_per_conn_bytes: Option<f64>,
+}
+
+/// Server memory figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryFigures {
+    /// Server process id.
+    pub server_pid: u32,
+    /// VmRSS before connecting, bytes.
+    pub baseline_bytes: u64,
+    /// VmRSS after connecting and settling, bytes.
+    pub after_bytes: u64,
+    /// (after − baseline) / connected clients, bytes.
+    pub per_conn_bytes: f64,
+    /// Same, KiB.
+    pub per_conn_kib: f64,
+}
+
+/// Publisher figures of one load step.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PublishFigures {
+    /// Publications sent.
+    pub attempted: u64,
+    /// Publications accepted by the server.
+    pub accepted: u64,
+    /// HTTP requests.
+    pub requests: u64,
+    /// Requests that failed.
+    pub failed_requests: u64,
+    /// Failure messages and counts.
+    pub errors: BTreeMap<String, u64>,
+    /// Accepted publications per second.
+    pub achieved_rate: f64,
+    /// Publish request round trips.
+    pub request_time: LatencySummary,
+}
+
+/// Delivery figures of one load step.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFigures {
+    /// Run id.
+    pub run: u32,
+    /// Broadcast or personal.
+    pub stream: Stream,
+    /// Requested publications per second.
+    pub target_rate: f64,
+    /// Planned publishing time, seconds.
+    pub duration_s: f64,
+    /// Publisher side.
+    pub publish: PublishFigures,
+    /// Clients connected when the step started.
+    pub clients: u64,
+    /// Deliveries expected (accepted × clients for broadcast, accepted for personal).
+    pub expected: u64,
+    /// Unique, correctly addressed deliveries.
+    pub received: u64,
+    /// expected − received (0 if more arrived).
+    pub lost: u64,
+    /// Deliveries of an already received sequence number.
+    pub duplicates: u64,
+    /// Unique deliveries that arrived after a later one.
+    pub out_of_order: u64,
+    /// Personal deliveries to the wrong user.
+    pub misdelivered: u64,
+    /// Deliveries from an earlier step.
+    pub stale: u64,
+    /// Clients that disconnected during the step.
+    pub disconnects: u64,
+    /// received / (last delivery − first publish).
+    pub deliveries_per_s: f64,
+    /// Publish-to-deliver latency.
+    pub latency: LatencySummary,
+    /// `--find-max`: why the step failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// `--find-max` outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindMaxFigures {
+    /// Every step tried, in order.
+    pub steps: Vec<LoadFigures>,
+    /// Highest publish rate that passed.
+    pub max_rate: Option<f64>,
+    /// Deliveries per second at that rate.
+    pub max_deliveries_per_s: Option<f64>,
+    /// A run at half the maximum publish rate.
+    pub at_half: Option<LoadFigures>,
+}
+
+fn ms(s: &LatencySummary) -> String {
+    format!(
+        "p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+        s.p50_ms, s.p99_ms, s.p999_ms, s.max_ms
+    )
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn errors_line(out: &mut String, errors: &BTreeMap<String, u64>) {
+    for (message, count) in errors {
+        let _ = writeln!(out, "  {:<12}{count} × {message}", "");
+    }
+}
+
+fn load_lines(out: &mut String, l: &LoadFigures) {
+    let p = &l.publish;
+    let _ = writeln!(
+        out,
+        "  {:<12}{:.1}/s target, {:.1}/s achieved, {} accepted of {}, {} failed requests, request {}",
+        "publish", l.target_rate, p.achieved_rate, p.accepted, p.attempted, p.failed_requests,
+        ms(&p.request_time)
+    );
+    errors_line(out, &p.errors);
+    let _ = writeln!(
+        out,
+        "  {:<12}{} clients, {} expected, {} received, {} lost, {} duplicate, {} out of order, {} misdelivered, {} stale, {} disconnects",
+        "delivery", l.clients, l.expected, l.received, l.lost, l.duplicates, l.out_of_order, l.misdelivered, l.stale, l.disconnects
+    );
+    let _ = writeln!(
+        out,
+        "  {:<12}{:.0} deliveries/s",
+        "throughput", l.deliveries_per_s
+    );
+    let _ = writeln!(out, "  {:<12}{}", "latency", ms(&l.latency));
+}
+
+impl Report {
+    /// The human-readable summary.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let c = &self.connect;
+        let _ =
+            writeln!(
+            out,
+            "herald-bench {} — target {} at {} — {} connections, {} process(es), {} source IP(s)",
+            self.scenario, self.target, self.addr, self.connections, self.processes, self.source_ips
+        );
+        let _ = writeln!(
+            out,
+            "  {:<12}{} ok, {} failed in {:.2} s = {:.0} conn/s; connect time {}",
+            "connect",
+            c.ok,
+            c.failed,
+            c.elapsed_s,
+            c.rate_per_s,
+            ms(&c.time)
+        );
+        errors_line(&mut out, &c.errors);
+        if let Some(b) = c.client_rss_per_conn_bytes {
+            let _ = writeln!(
+                out,
+                "  {:<12}{:.1} KiB/conn (bench workers)",
+                "client mem",
+                b / 1024.0
+            );
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                out,
+                "  {:<12}server pid {} RSS {} -> {} = {:.2} KiB/conn ({:.0} B)",
+                "memory",
+                m.server_pid,
+                mib(m.baseline_bytes),
+                mib(m.after_bytes),
+                m.per_conn_kib,
+                m.per_conn_bytes
+            );
+        }
+        if let Some(l) = &self.load {
+            load_lines(&mut out, l);
+        }
+        if let Some(f) = &self.find_max {
+            let _ = writeln!(out, "  find-max steps:");
+            for s in &f.steps {
+                let _ = writeln!(
+                    out,
+                    "    {:>10.1}/s  {:>12.0} deliv/s  p50 {:>8.2} ms  p99 {:>8.2} ms  lost {:>8}  {}",
+                    s.target_rate,
+                    s.deliveries_per_s,
+                    s.latency.p50_ms,
+                    s.latency.p99_ms,
+                    s.lost,
+                    s.failure.as_deref().unwrap_or("ok")
+                );
+            }
+            match (f.max_rate, f.max_deliveries_per_s) {
+                (Some(r), Some(d)) => {
+                    let _ = writeln!(
+                        out,
+                        "  {:<12}{r:.1} publishes/s = {d:.0} deliveries/s sustained",
+                        "max"
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "  {:<12}no step passed", "max");
+                }
+            }
+            if let Some(h) = &f.at_half {
+                let _ = writeln!(out, "  at 50% of max:");
+                load_lines(&mut out, h);
+            }
+        }
+        out
+    }
+
+    /// Why the run should count as failed: publishing was requested but nothing was accepted.
+    pub fn failure(&self) -> Option<String> {
+        let steps: Vec<&LoadFigures> = self
+            .load
+            .iter()
+            .chain(self.find_max.iter().flat_map(|f| f.steps.iter()))
+            .collect();
+        let accepted: u64 = steps.iter().map(|l| l.publish.accepted).sum();
+        (!steps.is_empty() && accepted == 0).then(|| "the server accepted no publish".to_owned())
+    }
+
+    /// The one-line JSON form.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(rate: f64, failure: Option<&str>) -> LoadFigures {
+        LoadFigures {
+            run: 1,
+            stream: Stream::Broadcast,
+            target_rate: rate,
+            duration_s: 1.0,
+            publish: PublishFigures::default(),
+            clients: 10,
+            expected: 100,
+            received: 100,
+            lost: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            misdelivered: 0,
+            stale: 0,
+            disconnects: 0,
+            deliveries_per_s: rate * 10.0,
+            latency: LatencySummary {
+                count: 100,
+                p99_ms: 1.5,
+                ..LatencySummary::default()
+            },
+            failure: failure.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn renders_table_and_json() {
+        let report = Report {
+            scenario: "broadcast",
+            target: "herald",
+            addr: "127.0.0.1:1".into(),
+            connections: 10,
+            processes: 1,
+            source_ips: 1,
+            connect: ConnectFigures {
+                ok: 10,
+                rate_per_s: 500.0,
+                ..ConnectFigures::default()
+            },
+            memory: Some(MemoryFigures {
+                server_pid: 1,
+                baseline_bytes: 1 << 20,
+                after_bytes: 2 << 20,
+                per_conn_bytes: 104_857.6,
+                per_conn_kib: 102.4,
+            }),
+            load: None,
+            find_max: Some(FindMaxFigures {
+                steps: vec![load(10.0, None), load(20.0, Some("p99 too high"))],
+                max_rate: Some(10.0),
+                max_deliveries_per_s: Some(100.0),
+                at_half: Some(load(5.0, None)),
+            }),
+        };
+        let table = report.table();
+        assert!(table.contains("500 conn/s"), "{table}");
+        assert!(table.contains("102.40 KiB/conn"), "{table}");
+        assert!(table.contains("p99 too high"), "{table}");
+        assert!(table.contains("100 deliveries/s sustained"), "{table}");
+
+        let json = report.json();
+        assert!(!json.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["connect"]["ok"], 10);
+        assert_eq!(v["find_max"]["steps"][1]["failure"], "p99 too high");
+        assert_eq!(v["find_max"]["at_half"]["stream"], "broadcast");
+        assert!(v.get("load").is_none());
+        assert!(
+            report.failure().is_some(),
+            "no step had an accepted publish"
+        );
+    }
+
+    #[test]
+    fn accepted_publishes_mean_success() {
+        let mut l = load(10.0, None);
+        l.publish.accepted = 1;
+        let report = Report {
+            scenario: "broadcast",
+            target: "herald",
+            addr: String::new(),
+            connections: 1,
+            processes: 1,
+            source_ips: 1,
+            connect: ConnectFigures::default(),
+            memory: None,
+            load: Some(l),
+            find_max: None,
+        };
+        assert_eq!(report.failure(), None);
+    }
+}

@@ -1,0 +1,571 @@
+//! The Redis (Cluster) broker: how many nodes act as one.
+//!
+//! Publishing runs one Lua script per message that appends it to the topic's stream
+//! (trimmed to the channel's capacity and age) and `SPUBLISH`es it, atomically and in
+//! one hash slot (both names share a hash tag). Nodes `SSUBSCRIBE` to a topic's shard
+//! channel only while a local connection needs it. A dedicated task drains the
+//! subscriber's message buffer into the hub; offsets drop duplicates, and whenever
+//! messages may have been missed (buffer lag, reconnect, failover) the gap is read
+//! back from the streams.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand};
+use parking_lot::Mutex;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::offset::Offset;
+use super::{wire, BoxFuture, Broker, BrokerError, Health, Message, Replay, Topic};
+use crate::channels::{ChannelConfig, Registry};
+use crate::hub::{unix_micros, Hub};
+use crate::metrics::{DropReason, Metrics};
+
+/// Appends to the stream, trims it by count and age, refreshes its expiry and
+/// publishes `<offset> <message>` on the shard channel. Returns the offset.
+const PUBLISH_LUA: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', 'm', ARGV[2])
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('SPUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
+return id
+";
+
+/// Returns the newest trimmed offset and the entries after ARGV[1] (all when empty).
+const HISTORY_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'', {}} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local deleted = '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+end
+local from = '-'
+if ARGV[1] ~= '' then from = '(' .. ARGV[1] end
+return {deleted, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[2])}
+";
+
+/// Sets the cursor only if it moves forward, with an expiry.
+const CURSOR_LUA: &str = r"
+local current = redis.call('GET', KEYS[1])
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local nms, nseq = parse(ARGV[1])
+if not nms then return 0 end
+if current then
+  local cms, cseq = parse(current)
+  if cms and (cms > nms or (cms == nms and cseq >= nseq)) then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// Settings for [`RedisBroker::connect`].
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port` or `redis-cluster://host:port?node=host:port&...`.
+    pub url: String,
+    /// This node's id, to skip its own messages coming back.
+    pub node_id: String,
+    /// Replicas a history write must reach before a publish is acknowledged.
+    pub min_replicas: u32,
+    /// Capacity of the subscriber's message buffer.
+    pub buffer: usize,
+}
+
+/// Hash tag shared by a topic's stream and shard channel, so one script reaches both.
+fn tag(topic: &Topic) -> String {
+    match &topic.user {
+        None => format!("c:{}", topic.channel),
+        Some(user) => format!("u:{}:{}", topic.channel, user),
+    }
+}
+
+fn shard_channel(topic: &Topic) -> String {
+    format!("herald:{{{}}}", tag(topic))
+}
+
+fn stream_key(topic: &Topic) -> String {
+    format!("herald:{{{}}}:log", tag(topic))
+}
+
+fn cursor_key(topic: &Topic, user: &str) -> String {
+    match &topic.user {
+        Some(_) => format!("herald:{{{}}}:cursor", tag(topic)),
+        None => format!("herald:{{{}}}:cursor:{user}", tag(topic)),
+    }
+}
+
+/// Multi-node broker on Redis or Redis Cluster.
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    client: Client,
+    subscriber: SubscriberClient,
+    hub: Arc<Hub>,
+    channels: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    min_replicas: u32,
+    publish: Script,
+    history: Script,
+    cursor: Script,
+    /// Local references per topic; changed only under this lock, which is also held
+    /// while (un)subscribing, so Redis always matches the counts.
+    interest: tokio::sync::Mutex<HashMap<Topic, usize>>,
+    /// Newest offset delivered per shard channel, to drop duplicates and find gaps.
+    seen: Mutex<HashMap<String, Offset>>,
+    healthy: AtomicBool,
+    detail: Mutex<String>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+impl RedisBroker {
+    /// Connects, starts the subscriber and its drain, reconnect and health tasks.
+    pub async fn connect(
+        settings: RedisSettings,
+        hub: Arc<Hub>,
+        channels: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BrokerError> {
+        let config = Config::from_url(&settings.url).map_err(unavailable)?;
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+                c.max_command_attempts = 3;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = Duration::from_secs(3);
+                p.broadcast_channel_capacity = settings.buffer.max(1024);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let client = builder.build().map_err(unavailable)?;
+        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        client.init().await.map_err(unavailable)?;
+        subscriber.init().await.map_err(unavailable)?;
+        let inner = Arc::new(Inner {
+            node_id: settings.node_id,
+            client,
+            subscriber,
+            hub,
+            channels,
+            metrics,
+            min_replicas: settings.min_replicas,
+            publish: Script::from_lua(PUBLISH_LUA),
+            history: Script::from_lua(HISTORY_LUA),
+            cursor: Script::from_lua(CURSOR_LUA),
+            interest: tokio::sync::Mutex::default(),
+            seen: Mutex::default(),
+            healthy: AtomicBool::new(true),
+            detail: Mutex::new("connected".into()),
+        });
+        tokio::spawn(drain(inner.clone()));
+        tokio::spawn(resubscribe_on_reconnect(inner.clone()));
+        tokio::spawn(watch_health(inner.clone()));
+        Ok(Self { inner })
+    }
+
+    /// The command client, shared with the cluster registry.
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+}
+
+impl Inner {
+    fn set_health(&self, healthy: bool, detail: String) {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            if healthy {
+                tracing::info!("Redis reachable again");
+            } else {
+                tracing::warn!(%detail, "Redis unreachable");
+            }
+        }
+        *self.detail.lock() = detail;
+    }
+
+    /// Delivers one pub/sub message unless it is a duplicate or our own.
+    fn on_message(&self, channel: &str, payload: &str) {
+        let Some((offset, json)) = wire::split_payload(payload) else {
+            tracing::warn!(channel, "malformed broker payload");
+            return;
+        };
+        if let Some(offset) = offset.and_then(Offset::parse) {
+            let mut seen = self.seen.lock();
+            let last = seen.entry(channel.to_owned()).or_default();
+            if offset <= *last {
+                return;
+            }
+            *last = offset;
+        }
+        match wire::decode(json, offset) {
+            Ok((_, origin)) if origin == self.node_id => {}
+            Ok((message, _)) => {
+                self.hub.deliver(&message);
+            }
+            Err(e) => tracing::warn!(channel, error = %e, "undecodable broker message"),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        topic: &Topic,
+        channel: &ChannelConfig,
+        since: Option<&str>,
+    ) -> Result<(Vec<(Message, String)>, bool), BrokerError> {
+        let reply: Value = self
+            .history
+            .evalsha_with_reload(
+                &self.client,
+                vec![stream_key(topic)],
+                vec![since.unwrap_or("").to_owned(), channel.capacity.to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut parts = reply.into_array().into_iter();
+        let deleted = parts.next().and_then(|v| v.as_string()).unwrap_or_default();
+        let entries = parts.next().map(Value::into_array).unwrap_or_default();
+        let after = since.and_then(Offset::parse).unwrap_or_default();
+        let recovered = if deleted.is_empty() {
+            // No stream: nothing was ever kept, or everything expired.
+            since.is_none()
+        } else {
+            Offset::parse(&deleted).is_none_or(|d| after >= d)
+        };
+        let mut messages = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut entry = entry.into_array().into_iter();
+            let (Some(id), Some(fields)) = (entry.next(), entry.next()) else {
+                continue;
+            };
+            let Some(id) = id.as_string() else { continue };
+            let fields = fields.into_array();
+            let Some(json) = fields.get(1).and_then(|v| v.as_string()) else {
+                continue;
+            };
+            match wire::decode(&json, Some(&id)) {
+                Ok(decoded) => messages.push(decoded),
+                Err(e) => tracing::warn!(offset = %id, error = %e, "undecodable history entry"),
+            }
+        }
+        Ok((messages, recovered))
+    }
+
+    /// Reads back from history whatever live delivery may have missed.
+    async fn recover_gaps(&self) {
+        let topics: Vec<Topic> = self.interest.lock().await.keys().cloned().collect();
+        let channels = self.channels.snapshot();
+        for topic in topics {
+            let Some((_, config)) = channels.get(&topic.channel) else {
+                continue;
+            };
+            if !config.history {
+                continue;
+            }
+            let key = shard_channel(&topic);
+            let Some(last) = self.seen.lock().get(&key).copied() else {
+                continue;
+            };
+            let since = last.to_string();
+            match self.fetch(&topic, config, Some(&since)).await {
+                Ok((messages, _)) => {
+                    for (message, origin) in messages {
+                        let Some(offset) = message.offset.as_deref().and_then(Offset::parse) else {
+                            continue;
+                        };
+                        {
+                            let mut seen = self.seen.lock();
+                            let last = seen.entry(key.clone()).or_default();
+                            if offset <= *last {
+                                continue;
+                            }
+                            *last = offset;
+                        }
+                        if origin != self.node_id {
+                            self.hub.deliver(&message);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(topic = %key, error = %e, "gap recovery failed"),
+            }
+        }
+    }
+
+    async fn wait_for_replicas(&self, key: &str) -> Result<(), BrokerError> {
+        if self.min_replicas == 0 {
+            return Ok(());
+        }
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let command = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
+        let reached: i64 = self
+            .client
+            .custom(command, vec![i64::from(self.min_replicas), 1000])
+            .await
+            .map_err(unavailable)?;
+        if reached < i64::from(self.min_replicas) {
+            return Err(BrokerError::Unavailable(format!(
+                "message stored but reached only {reached} of {} replicas in time; it may be lost on failover, retry",
+                self.min_replicas
+            )));
+        }
+        Ok(())
+    }
+}
+
+async fn drain(inner: Arc<Inner>) {
+    let mut rx = inner.subscriber.message_rx();
+    loop {
+        match rx.recv().await {
+            Ok(message) => {
+                let Some(payload) = message.value.as_str() else {
+                    continue;
+                };
+                inner.on_message(&message.channel, &payload);
+            }
+            Err(RecvError::Lagged(missed)) => {
+                inner.metrics.drop_messages(DropReason::BrokerLag, missed);
+                tracing::warn!(
+                    missed,
+                    "subscriber buffer overflowed; recovering from history"
+                );
+                inner.recover_gaps().await;
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
+
+async fn resubscribe_on_reconnect(inner: Arc<Inner>) {
+    let mut reconnects = inner.subscriber.reconnect_rx();
+    loop {
+        match reconnects.recv().await {
+            Ok(server) => {
+                tracing::info!(%server, "Redis subscriber reconnected; restoring subscriptions");
+                if let Err(e) = inner.subscriber.resubscribe_all().await {
+                    tracing::warn!(error = %e, "resubscribe failed");
+                }
+                inner.recover_gaps().await;
+            }
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
+
+async fn watch_health(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let probe =
+            tokio::time::timeout(Duration::from_secs(2), inner.client.ping::<String>(None)).await;
+        match probe {
+            Ok(Ok(_)) => {
+                let was_down = !inner.healthy.load(Ordering::Relaxed);
+                inner.set_health(true, "connected".into());
+                if was_down {
+                    if let Err(e) = inner.subscriber.resubscribe_all().await {
+                        tracing::warn!(error = %e, "resubscribe failed");
+                    }
+                    inner.recover_gaps().await;
+                }
+            }
+            Ok(Err(e)) => inner.set_health(false, e.to_string()),
+            Err(_) => inner.set_health(false, "Redis did not answer within 2 s".into()),
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn publish<'a>(
+        &'a self,
+        mut message: Message,
+        channel: &'a ChannelConfig,
+    ) -> BoxFuture<'a, Result<Message, BrokerError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let topic = Topic::of(&message, channel);
+            let payload = wire::encode(&message, &inner.node_id);
+            let result = if channel.history {
+                let key = stream_key(&topic);
+                let expiry_ms = channel.expiry().as_millis() as u64;
+                let min_id = format!("{}-0", (unix_micros() / 1000).saturating_sub(expiry_ms));
+                let offset: Result<String, _> = inner
+                    .publish
+                    .evalsha_with_reload(
+                        &inner.client,
+                        vec![key.clone()],
+                        vec![
+                            shard_channel(&topic),
+                            payload,
+                            channel.capacity.to_string(),
+                            min_id,
+                            channel.expiry_secs.max(1).to_string(),
+                        ],
+                    )
+                    .await;
+                match offset {
+                    Ok(offset) => {
+                        message.offset = Some(offset.into());
+                        inner.wait_for_replicas(&key).await
+                    }
+                    Err(e) => Err(unavailable(e)),
+                }
+            } else {
+                inner
+                    .client
+                    .spublish::<(), _, _>(shard_channel(&topic), format!("- {payload}"))
+                    .await
+                    .map_err(unavailable)
+            };
+            if let Err(BrokerError::Unavailable(detail)) = &result {
+                inner.set_health(false, detail.clone());
+            }
+            result.map(|()| message)
+        })
+    }
+
+    fn subscribe(&self, topic: Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let mut interest = inner.interest.lock().await;
+            let count = interest.entry(topic.clone()).or_default();
+            if *count == 0 {
+                if let Err(e) = inner.subscriber.ssubscribe(shard_channel(&topic)).await {
+                    interest.remove(&topic);
+                    return Err(unavailable(e));
+                }
+            }
+            *interest.get_mut(&topic).expect("just inserted") += 1;
+            Ok(())
+        })
+    }
+
+    fn unsubscribe(&self, topic: Topic) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut interest = inner.interest.lock().await;
+            let Some(count) = interest.get_mut(&topic) else {
+                return;
+            };
+            *count -= 1;
+            if *count == 0 {
+                interest.remove(&topic);
+                let channel = shard_channel(&topic);
+                inner.seen.lock().remove(&channel);
+                if let Err(e) = inner.subscriber.sunsubscribe(channel).await {
+                    tracing::debug!(error = %e, "sunsubscribe failed");
+                }
+            }
+        });
+    }
+
+    fn health(&self) -> Health {
+        Health {
+            healthy: self.inner.healthy.load(Ordering::Relaxed),
+            detail: self.inner.detail.lock().clone(),
+        }
+    }
+
+    fn history<'a>(
+        &'a self,
+        topic: &'a Topic,
+        channel: &'a ChannelConfig,
+        since: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
+        Box::pin(async move {
+            let (messages, recovered) = self.inner.fetch(topic, channel, since).await?;
+            Ok(Replay {
+                messages: messages.into_iter().map(|(m, _)| m).collect(),
+                recovered,
+            })
+        })
+    }
+
+    fn load_cursor<'a>(
+        &'a self,
+        topic: &'a Topic,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        Box::pin(async move {
+            self.inner
+                .client
+                .get::<Option<String>, _>(cursor_key(topic, user))
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn store_cursor<'a>(
+        &'a self,
+        topic: &'a Topic,
+        user: &'a str,
+        offset: &'a str,
+        channel: &'a ChannelConfig,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            self.inner
+                .cursor
+                .evalsha_with_reload::<i64, _, _>(
+                    &self.inner.client,
+                    vec![cursor_key(topic, user)],
+                    vec![offset.to_owned(), channel.expiry_secs.max(1).to_string()],
+                )
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_and_shard_channel_share_a_hash_slot() {
+        for topic in [
+            Topic {
+                channel: "alerts".into(),
+                user: None,
+            },
+            Topic {
+                channel: "orders".into(),
+                user: Some("42}{x".into()),
+            },
+        ] {
+            let a = fred::util::redis_keyslot(stream_key(&topic).as_bytes());
+            let b = fred::util::redis_keyslot(shard_channel(&topic).as_bytes());
+            let c = fred::util::redis_keyslot(cursor_key(&topic, "42").as_bytes());
+            assert_eq!(a, b);
+            assert_eq!(a, c);
+        }
+    }
+}
