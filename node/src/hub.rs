@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::broker::offset::Offset;
 use crate::broker::{Message, Target};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
@@ -31,6 +32,28 @@ pub struct Delivery {
     pub frame: Utf8Bytes,
     /// When the publish was accepted, for the latency histogram.
     pub accepted_at_micros: u64,
+    /// The channel, so sessions can drop what a replay already sent.
+    pub channel: ChannelName,
+    /// The history offset, when the channel keeps history.
+    pub offset: Option<Offset>,
+}
+
+impl Delivery {
+    /// Serializes `message` once, for every recipient.
+    pub fn of(message: &Message) -> Self {
+        Self {
+            frame: protocol::envelope(
+                &message.kind,
+                &message.data,
+                &message.channel,
+                &message.id,
+                message.offset.as_deref(),
+            ),
+            accepted_at_micros: message.accepted_at_micros,
+            channel: message.channel.clone(),
+            offset: message.offset.as_deref().and_then(Offset::parse),
+        }
+    }
 }
 
 /// Why and how the hub wants a connection closed.
@@ -280,16 +303,7 @@ impl Hub {
 
     /// Queues `message` to every local recipient; returns how many it reached.
     pub fn deliver(&self, message: &Message) -> usize {
-        let delivery = Arc::new(Delivery {
-            frame: protocol::envelope(
-                &message.kind,
-                &message.data,
-                &message.channel,
-                &message.id,
-                message.offset.as_deref(),
-            ),
-            accepted_at_micros: message.accepted_at_micros,
-        });
+        let delivery = Arc::new(Delivery::of(message));
         let mut fanout = Fanout::default();
         {
             let state = self.state.read();

@@ -60,6 +60,8 @@ pub struct Metrics {
     published: Family<ChannelLabel, Counter>,
     /// Frames written to client sockets.
     pub delivered: Counter,
+    /// Of those, frames sent from history (recovery and offline delivery).
+    pub replayed: Counter,
     dropped: Family<ReasonLabel, Counter>,
     /// Client frames received.
     pub inbound: Counter,
@@ -108,6 +110,12 @@ impl Metrics {
             "Message frames written to client connections",
             delivered.clone(),
         );
+        let replayed = Counter::default();
+        registry.register(
+            "messages_replayed",
+            "Message frames sent from history (recovery, offline delivery, redelivery)",
+            replayed.clone(),
+        );
         let dropped = Family::default();
         registry.register(
             "messages_dropped",
@@ -140,6 +148,7 @@ impl Metrics {
             subscriptions,
             published,
             delivered,
+            replayed,
             dropped,
             inbound,
             client_errors,

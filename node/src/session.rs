@@ -6,6 +6,7 @@
 //! hub asks (slow consumer, drain) or the client misbehaves. Nothing a client sends
 //! can take the node down: every bad frame gets an `error` reply.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::Identity;
-use crate::broker::{BrokerError, Topic};
+use crate::broker::offset::Offset;
+use crate::broker::{BrokerError, Message, Target, Topic};
 use crate::channels::ChannelConfig;
 use crate::hub::{unix_micros, Delivery, Registration, SessionId};
 use crate::metrics::DropReason;
@@ -30,6 +32,8 @@ use crate::ChannelName;
 
 /// Frames written per flush at most, so one busy connection cannot starve the rest.
 const MAX_BATCH: usize = 64;
+/// How often delivery cursors are saved at most while messages flow.
+const CURSOR_FLUSH: Duration = Duration::from_secs(2);
 /// Window in which repeated rate-limit violations count as abuse.
 const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -52,6 +56,12 @@ pub struct Session<S> {
     last_seen: Instant,
     /// Broker interest held per subscribed channel, released on unsubscribe/close.
     held: Vec<(ChannelName, Topic)>,
+    /// Newest offset sent by a replay, per channel: live copies up to it are dropped.
+    replayed: HashMap<ChannelName, Offset>,
+    /// Newest offset delivered per channel whose cursor the node keeps for the user.
+    delivered: HashMap<ChannelName, Offset>,
+    cursors_dirty: bool,
+    cursors_flushed: Instant,
 }
 
 /// The broker topic carrying `channel`'s messages for `identity`.
@@ -117,12 +127,20 @@ where
             violation_window: now,
             last_seen: now,
             held,
+            replayed: HashMap::new(),
+            delivered: HashMap::new(),
+            cursors_dirty: false,
+            cursors_flushed: now,
         }
     }
 
     /// Serves the connection until it closes, then unregisters it.
     pub async fn run(mut self) {
-        if let Flow::Close(code, reason) = self.serve().await {
+        let flow = match self.catch_up().await {
+            Flow::Continue => self.serve().await,
+            other => other,
+        };
+        if let Flow::Close(code, reason) = flow {
             self.close(code, reason).await;
         }
         self.finish();
@@ -144,6 +162,129 @@ where
             if !matches!(flow, Flow::Continue) {
                 return flow;
             }
+        }
+    }
+
+    /// Offline delivery: on channels whose cursor the node keeps for the user, send
+    /// what arrived since the cursor (unacknowledged messages on `ack` channels).
+    async fn catch_up(&mut self) -> Flow {
+        let Some(user) = self.identity.user.clone() else {
+            return Flow::Continue;
+        };
+        let channels = self.node.channels.snapshot();
+        let held = self.held.clone();
+        for (name, topic) in held {
+            let Some((_, config)) = channels.get(&name) else {
+                continue;
+            };
+            if !keeps_cursor(config) {
+                continue;
+            }
+            let since = match self.node.broker.load_cursor(&topic, &user).await {
+                Ok(since) => since,
+                Err(e) => {
+                    tracing::warn!(channel = %name, error = %e, "cannot read delivery cursor");
+                    continue;
+                }
+            };
+            match self
+                .node
+                .broker
+                .history(&topic, config, since.as_deref())
+                .await
+            {
+                Ok(replay) => {
+                    if let Flow::Gone = self.replay(&name, replay.messages).await {
+                        return Flow::Gone;
+                    }
+                }
+                Err(e) => tracing::warn!(channel = %name, error = %e, "offline delivery failed"),
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Sends replayed messages addressed to this connection, oldest first.
+    async fn replay(&mut self, channel: &ChannelName, messages: Vec<Message>) -> Flow {
+        let mine = |m: &Message| match &m.target {
+            Target::All => true,
+            Target::User(user) => self.identity.user.as_ref() == Some(user),
+        };
+        let deliveries: Vec<Delivery> = messages
+            .iter()
+            .filter(|m| mine(m))
+            .map(Delivery::of)
+            .collect();
+        if deliveries.is_empty() {
+            return Flow::Continue;
+        }
+        let write = async {
+            for delivery in &deliveries {
+                self.ws
+                    .feed(WsMessage::Text(delivery.frame.clone()))
+                    .await?;
+            }
+            self.ws.flush().await
+        };
+        match tokio::time::timeout(self.node.config.write_timeout, write).await {
+            Ok(Ok(())) => {}
+            _ => return Flow::Gone,
+        }
+        self.node.metrics.delivered.inc_by(deliveries.len() as u64);
+        self.node.metrics.replayed.inc_by(deliveries.len() as u64);
+        for delivery in &deliveries {
+            if let Some(offset) = delivery.offset {
+                let newest = self.replayed.entry(channel.clone()).or_default();
+                *newest = (*newest).max(offset);
+                self.note_delivered(channel, offset);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn note_delivered(&mut self, channel: &ChannelName, offset: Offset) {
+        let channels = self.node.channels.snapshot();
+        let tracked = channels
+            .get(channel)
+            .is_some_and(|(_, c)| keeps_cursor(c) && !c.ack_required);
+        if tracked {
+            let newest = self.delivered.entry(channel.clone()).or_default();
+            if offset > *newest {
+                *newest = offset;
+                self.cursors_dirty = true;
+            }
+        }
+    }
+
+    /// Saves delivery cursors in the background (never blocks the connection).
+    fn flush_cursors(&mut self) {
+        let Some(user) = self.identity.user.clone() else {
+            return;
+        };
+        if !self.cursors_dirty {
+            return;
+        }
+        self.cursors_dirty = false;
+        self.cursors_flushed = Instant::now();
+        let channels = self.node.channels.snapshot();
+        for (name, offset) in &self.delivered {
+            let Some((_, config)) = channels.get(name) else {
+                continue;
+            };
+            let node = self.node.clone();
+            let config = config.clone();
+            let topic = topic_for(name, &config, &self.identity);
+            let user = user.clone();
+            let offset = offset.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = node
+                    .broker
+                    .store_cursor(&topic, &user, &offset, &config)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot save delivery cursor");
+                }
+            });
         }
     }
 
@@ -204,25 +345,58 @@ where
                 self.on_subscribe(channels, &since).await
             }
             Ok(ClientMessage::Unsubscribe { channels }) => self.on_unsubscribe(channels).await,
-            Ok(ClientMessage::Ack { channel, .. }) => {
-                if self.node.hub.is_subscribed(self.registration.id, &channel) {
-                    Flow::Continue
-                } else {
-                    self.reply_error(
-                        ErrorCode::BadRequest,
-                        Some(&channel),
-                        "ack for a channel this connection is not subscribed to",
-                    )
-                    .await
-                }
-            }
+            Ok(ClientMessage::Ack { channel, offset }) => self.on_ack(&channel, &offset).await,
         }
+    }
+
+    /// Moves the user's cursor on an `ack` channel: acknowledged messages are not
+    /// redelivered on the next connection. An ack covers everything up to its offset.
+    async fn on_ack(&mut self, channel: &str, offset: &str) -> Flow {
+        if !self.node.hub.is_subscribed(self.registration.id, channel) {
+            return self
+                .reply_error(
+                    ErrorCode::BadRequest,
+                    Some(channel),
+                    "ack for a channel this connection is not subscribed to",
+                )
+                .await;
+        }
+        if Offset::parse(offset).is_none() {
+            return self
+                .reply_error(
+                    ErrorCode::BadRequest,
+                    Some(channel),
+                    "\"offset\" must be a message offset such as \"1700000000000-0\"",
+                )
+                .await;
+        }
+        let channels = self.node.channels.snapshot();
+        let (Some(user), Some((name, config))) =
+            (self.identity.user.clone(), channels.get(channel))
+        else {
+            return Flow::Continue;
+        };
+        if !config.ack_required {
+            return Flow::Continue;
+        }
+        let topic = topic_for(name, config, &self.identity);
+        if let Err(e) = self
+            .node
+            .broker
+            .store_cursor(&topic, &user, offset, config)
+            .await
+        {
+            return self
+                .reply_error(ErrorCode::Unavailable, Some(channel), &e.to_string())
+                .await;
+        }
+        Flow::Continue
     }
 
     async fn on_subscribe(
         &mut self,
         requested: Vec<String>,
-        since: &std::collections::BTreeMap<String, String>,
+        since: &BTreeMap<String, String>,
     ) -> Flow {
         let channels = self.node.channels.snapshot();
         let mut granted: Vec<String> = Vec::new();
@@ -253,14 +427,35 @@ where
             }
             granted.push(name);
         }
+        // Recovery: read history after each given offset before answering, so the
+        // reply can say whether the gap was fully recovered.
+        let mut replays = Vec::new();
+        let mut recovered = BTreeMap::new();
+        for name in &granted {
+            let Some(since) = since.get(name) else {
+                continue;
+            };
+            let Some((interned, config)) = channels.get(name) else {
+                continue;
+            };
+            let complete = if !config.history || Offset::parse(since).is_none() {
+                false
+            } else {
+                let topic = topic_for(interned, config, &self.identity);
+                match self.node.broker.history(&topic, config, Some(since)).await {
+                    Ok(replay) => {
+                        replays.push((interned.clone(), replay.messages));
+                        replay.recovered
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = %name, error = %e, "recovery failed");
+                        false
+                    }
+                }
+            };
+            recovered.insert(name.as_str(), complete);
+        }
         let names: Vec<&str> = granted.iter().map(String::as_str).collect();
-        // Without stored history nothing after `since` can be replayed: say so, so the
-        // client knows to refetch.
-        let recovered = names
-            .iter()
-            .filter(|name| since.contains_key(**name))
-            .map(|name| (*name, false))
-            .collect();
         let reply = ServerMessage::SubscriptionSuccess {
             channels: &names,
             recovered,
@@ -268,6 +463,11 @@ where
         .to_text();
         if let Flow::Gone = self.send(reply).await {
             return Flow::Gone;
+        }
+        for (channel, messages) in replays {
+            if let Flow::Gone = self.replay(&channel, messages).await {
+                return Flow::Gone;
+            }
         }
         for (code, channel, why) in refusals {
             if let Flow::Gone = self.reply_error(code, Some(&channel), &why).await {
@@ -338,6 +538,12 @@ where
                 Err(_) => break,
             }
         }
+        if !self.replayed.is_empty() {
+            batch.retain(|d| !self.already_replayed(d));
+            if batch.is_empty() {
+                return Flow::Continue;
+            }
+        }
         let write = async {
             for delivery in &batch {
                 self.ws
@@ -367,6 +573,14 @@ where
                         .observe_micros(now.saturating_sub(delivery.accepted_at_micros));
                 }
                 metrics.delivered.inc_by(batch.len() as u64);
+                for delivery in &batch {
+                    if let Some(offset) = delivery.offset {
+                        self.note_delivered(&delivery.channel, offset);
+                    }
+                }
+                if self.cursors_dirty && self.cursors_flushed.elapsed() > CURSOR_FLUSH {
+                    self.flush_cursors();
+                }
                 Flow::Continue
             }
             Ok(Err(_)) | Err(_) => {
@@ -376,6 +590,20 @@ where
                 Flow::Gone
             }
         }
+    }
+
+    /// Whether a live delivery was already sent by a replay (same or older offset).
+    fn already_replayed(&mut self, delivery: &Delivery) -> bool {
+        let (Some(offset), Some(upto)) = (delivery.offset, self.replayed.get(&delivery.channel))
+        else {
+            return false;
+        };
+        if offset <= *upto {
+            return true;
+        }
+        // Live delivery has overtaken the replay: no more duplicates possible.
+        self.replayed.remove(&delivery.channel);
+        false
     }
 
     async fn keepalive(&mut self, interval: Duration) -> Flow {
@@ -410,6 +638,7 @@ where
     }
 
     fn finish(mut self) {
+        self.flush_cursors();
         let id = self.registration.id;
         self.node.hub.disconnect(id);
         for (_, topic) in self.held.drain(..) {
@@ -426,6 +655,12 @@ where
                 .drop_messages(DropReason::Disconnected, undelivered);
         }
     }
+}
+
+/// Channels on which Herald remembers, per user, what was delivered or acknowledged,
+/// so a returning user gets what they missed.
+fn keeps_cursor(config: &ChannelConfig) -> bool {
+    config.history && (config.is_per_user() || config.ack_required)
 }
 
 fn read_error_flow(error: &WsError) -> Flow {

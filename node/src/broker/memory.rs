@@ -182,8 +182,8 @@ impl Broker for MemoryBroker {
 
 #[cfg(test)]
 mod tests {
-    use crate::broker::Target;
     use super::*;
+    use crate::broker::Target;
     use crate::channels::Access;
     use serde_json::value::RawValue;
 
