@@ -1,0 +1,337 @@
+//! Several Herald nodes on a real Redis Cluster (3 masters + 3 replicas) act as one:
+//! every story here runs real `redis-server` and `herald-node` processes on loopback.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use herald_e2e::fixture::node::{Client, TestNode};
+use herald_e2e::fixture::redis::RedisCluster;
+use serde_json::{json, Value};
+
+fn start_nodes(cluster: &RedisCluster, count: usize, extra: &[&str]) -> Vec<TestNode> {
+    let url = cluster.url();
+    (0..count)
+        .map(|i| {
+            let id = format!("node-{i}");
+            let mut args = vec!["--redis-url", url.as_str(), "--node-id", id.as_str()];
+            args.extend_from_slice(extra);
+            TestNode::start(&args)
+        })
+        .collect()
+}
+
+/// Reads until `want` messages of `kind` arrived (failing after 10 s of silence).
+async fn collect(client: &mut Client, kind: &str, want: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let message = client
+            .recv_within(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("only {} of {want} {kind} messages arrived", got.len()));
+        if message["type"] == kind {
+            got.push(message);
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_different_nodes_get_broadcasts_and_their_own_messages_exactly_once() {
+    const USERS: usize = 12;
+    const ALERTS: u64 = 20;
+    const PERSONAL: u64 = 10;
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let nodes = start_nodes(&cluster, 3, &[]);
+    let mut clients = Vec::new();
+    for u in 0..USERS {
+        // Each user is connected to a different node than its neighbour.
+        let mut client = nodes[u % 3].connect(&format!("user-{u}")).await;
+        client.assert_alive().await;
+        clients.push((u, client));
+    }
+    // Publishers race through all three nodes.
+    let mut publishes = Vec::new();
+    for seq in 0..ALERTS {
+        publishes.push((
+            seq as usize % 3,
+            json!({"channel": "alerts", "type": "alert", "data": {"seq": seq}}),
+        ));
+    }
+    for u in 0..USERS {
+        for seq in 0..PERSONAL {
+            publishes.push((
+                (u + seq as usize) % 3,
+                json!({"channel": "notifications", "type": "notification",
+                       "users": [format!("user-{u}")], "data": {"user": format!("user-{u}"), "seq": seq}}),
+            ));
+        }
+    }
+    let mut tasks = Vec::new();
+    let nodes = std::sync::Arc::new(nodes);
+    for chunk in publishes.chunks(24) {
+        let chunk = chunk.to_vec();
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            for (via, body) in chunk {
+                let (status, reply) = nodes[via].publish(&body).await;
+                assert_eq!(status, 200, "{reply}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for (u, client) in &mut clients {
+        let mut alerts = BTreeSet::new();
+        let mut mine = BTreeSet::new();
+        while alerts.len() < ALERTS as usize || mine.len() < PERSONAL as usize {
+            let message = client
+                .recv_within(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| {
+                    panic!("user-{u}: {} alerts, {} personal", alerts.len(), mine.len())
+                });
+            let seq = message["data"]["seq"].as_u64().unwrap();
+            match message["type"].as_str().unwrap() {
+                "alert" => assert!(alerts.insert(seq), "user-{u}: alert {seq} twice"),
+                "notification" => {
+                    assert_eq!(message["data"]["user"], format!("user-{u}"), "misdelivery");
+                    assert!(mine.insert(seq), "user-{u}: notification {seq} twice");
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        client.expect_silence(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnecting_to_another_node_recovers_exactly_what_it_missed() {
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let nodes = start_nodes(&cluster, 3, &[]);
+    let mut client = nodes[0].connect("ann").await;
+    let (status, first) = nodes[1]
+        .publish(&json!({"channel": "alerts", "type": "alert", "data": {"n": 0}}))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let seen = client.recv().await;
+    assert_eq!(seen["data"]["n"], 0);
+    let since = seen["offset"].as_str().unwrap().to_owned();
+    drop(client);
+    for n in 1..=5 {
+        nodes[n % 3]
+            .publish(&json!({"channel": "alerts", "type": "alert", "data": {"n": n}}))
+            .await;
+    }
+    // Reconnect elsewhere, leave the auto-subscription and recover from the offset.
+    let mut client = nodes[2].connect("ann").await;
+    client
+        .send_json(json!({"type": "unsubscribe", "channels": ["alerts"]}))
+        .await;
+    client.recv_type("unsubscription_success").await;
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["alerts"], "since": {"alerts": since}}))
+        .await;
+    let reply = client.recv_type("subscription_success").await;
+    assert_eq!(reply["recovered"]["alerts"], true, "{reply}");
+    let replayed: Vec<u64> = collect(&mut client, "alert", 5)
+        .await
+        .iter()
+        .map(|m| m["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, [1, 2, 3, 4, 5]);
+    nodes[0]
+        .publish(&json!({"channel": "alerts", "type": "alert", "data": {"n": 6}}))
+        .await;
+    assert_eq!(collect(&mut client, "alert", 1).await[0]["data"]["n"], 6);
+    client.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_users_get_queued_messages_and_unacked_ones_come_back_on_any_node() {
+    let dir = std::env::temp_dir().join(format!("herald-e2e-acks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let channels = dir.join("channels.json");
+    std::fs::write(
+        &channels,
+        json!({"channels": [
+            {"name": "orders", "access": "user", "auto_subscribe": true, "history": true},
+            {"name": "tasks", "access": "user", "auto_subscribe": true, "history": true, "ack_required": true}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let nodes = start_nodes(&cluster, 2, &["--channels", channels.to_str().unwrap()]);
+    for n in 1..=3 {
+        let (status, _) = nodes[0]
+            .publish(&json!({"channel": "orders", "type": "order_update", "users": ["bob"], "data": {"n": n}}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let mut offsets = Vec::new();
+    for n in 1..=2 {
+        let (_, reply) = nodes[0]
+            .publish(
+                &json!({"channel": "tasks", "type": "task", "users": ["bob"], "data": {"n": n}}),
+            )
+            .await;
+        offsets.push(reply["offsets"][0].as_str().unwrap().to_owned());
+    }
+    // Bob was offline; he connects to the other node and gets everything, once.
+    let mut bob = nodes[1].connect("bob").await;
+    let orders = collect(&mut bob, "order_update", 3).await;
+    let tasks = collect(&mut bob, "task", 2).await;
+    assert_eq!(
+        orders
+            .iter()
+            .map(|m| m["data"]["n"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(tasks.len(), 2);
+    bob.send_json(json!({"type": "ack", "channel": "tasks", "offset": offsets[0]}))
+        .await;
+    bob.assert_alive().await;
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Back on the first node: orders were delivered (not repeated), task 2 was never acked.
+    let mut bob = nodes[0].connect("bob").await;
+    let again = collect(&mut bob, "task", 1).await;
+    assert_eq!(again[0]["data"]["n"], 2);
+    bob.expect_silence(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_redis_master_loses_no_acknowledged_publish() {
+    let dir = std::env::temp_dir().join(format!("herald-e2e-failover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let channels = dir.join("channels.json");
+    std::fs::write(
+        &channels,
+        json!({"channels": [{"name": "alerts", "access": "authenticated", "auto_subscribe": true,
+                             "history": true, "capacity": 10000}]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let nodes = std::sync::Arc::new(start_nodes(
+        &cluster,
+        2,
+        &["--channels", channels.to_str().unwrap()],
+    ));
+    let mut watcher = nodes[1].connect("watcher").await;
+    watcher.assert_alive().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let nodes = nodes.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut refused = 0u32;
+            let mut seq = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) = nodes[0]
+                    .publish(&json!({"channel": "alerts", "type": "alert", "data": {"seq": seq}}))
+                    .await;
+                match status {
+                    200 => accepted.push(seq),
+                    503 => refused += 1,
+                    other => panic!("unexpected status {other}"),
+                }
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (accepted, refused)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill the master that owns the alerts stream's slot, so the fault is on the path.
+    let slot = cluster
+        .cli(&["CLUSTER", "KEYSLOT", "herald:{c:alerts}:log"])
+        .await
+        .unwrap()
+        .trim()
+        .parse::<u16>()
+        .unwrap();
+    let index = cluster
+        .masters()
+        .iter()
+        .position(|m| m.serves_slot(slot))
+        .expect("a master serves the slot");
+    cluster.kill_master(index).unwrap();
+    // While the cluster is down the node says so.
+    let mut saw_unready = false;
+    for _ in 0..50 {
+        let (status, _) = nodes[0].http("GET", "/readyz", None, String::new()).await;
+        if status == 503 {
+            saw_unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_unready, "/readyz reported the outage");
+    cluster
+        .wait_for_failover(Duration::from_secs(20))
+        .await
+        .expect("failover completes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = nodes[0].http("GET", "/readyz", None, String::new()).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (accepted, refused) = publisher.await.unwrap();
+    assert!(
+        accepted.len() > 20,
+        "publishing resumed: {} accepted",
+        accepted.len()
+    );
+    // Every acknowledged publish reached the live watcher or is in history.
+    let mut received = BTreeSet::new();
+    while let Some(message) = watcher.recv_within(Duration::from_secs(2)).await {
+        if message["type"] == "alert" {
+            received.insert(message["data"]["seq"].as_u64().unwrap());
+        }
+    }
+    let mut late = nodes[1].connect("late").await;
+    late.send_json(json!({"type": "unsubscribe", "channels": ["alerts"]}))
+        .await;
+    late.recv_type("unsubscription_success").await;
+    late.send_json(
+        json!({"type": "subscribe", "channels": ["alerts"], "since": {"alerts": "0-0"}}),
+    )
+    .await;
+    late.recv_type("subscription_success").await;
+    let mut history = BTreeSet::new();
+    while let Some(message) = late.recv_within(Duration::from_secs(2)).await {
+        if message["type"] == "alert" {
+            history.insert(message["data"]["seq"].as_u64().unwrap());
+        }
+    }
+    let lost: Vec<u64> = accepted
+        .iter()
+        .filter(|seq| !received.contains(seq) && !history.contains(seq))
+        .copied()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but lost: {lost:?} (refused during outage: {refused})"
+    );
+}
