@@ -288,18 +288,8 @@ pub fn list_channels(node: &Node) -> Response<Body> {
     json_response(StatusCode::OK, &json!({ "channels": channels }))
 }
 
-/// `GET /api/developer/websocket-sessions/`: connections, paginated, filterable by user.
-pub fn list_sessions(node: &Node, query: Option<&str>) -> Response<Body> {
-    let params = Query::parse(query);
-    let user = params.get("user");
-    let channel = params.get("channel");
-    let sessions: Vec<_> = node
-        .hub
-        .sessions(user)
-        .into_iter()
-        .filter(|s| channel.is_none_or(|c| s.subscriptions.iter().any(|x| x == c)))
-        .map(|s| json!({"node": node.id, "session": s}))
-        .collect();
+/// Pagination parameters: `page` (from 1) and `page_size` (1–1000, default 100).
+fn paginate(params: &Query, items: Vec<Value>) -> Value {
     let page: usize = params
         .get("page")
         .and_then(|p| p.parse().ok())
@@ -310,15 +300,154 @@ pub fn list_sessions(node: &Node, query: Option<&str>) -> Response<Body> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(100)
         .clamp(1, 1000);
-    let count = sessions.len();
-    let results: Vec<_> = sessions
+    let count = items.len();
+    let results: Vec<Value> = items
         .into_iter()
         .skip((page - 1) * page_size)
         .take(page_size)
         .collect();
+    json!({"count": count, "page": page, "page_size": page_size, "results": results})
+}
+
+/// `GET /api/developer/websocket-sessions/?user=&channel=&page=&page_size=`: connections
+/// across the cluster (this node's alone on the embedded broker).
+pub async fn list_sessions(node: &Node, query: Option<&str>) -> Response<Body> {
+    let params = Query::parse(query);
+    let user = params.get("user");
+    let channel = params.get("channel");
+    let records: Vec<(String, crate::hub::SessionInfo)> = match &node.presence {
+        Some(presence) => match presence.sessions(user).await {
+            Ok(records) => records.into_iter().map(|r| (r.node, r.session)).collect(),
+            Err(e) => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                )
+            }
+        },
+        None => node
+            .hub
+            .sessions(user)
+            .into_iter()
+            .map(|s| (node.id.clone(), s))
+            .collect(),
+    };
+    let sessions: Vec<Value> = records
+        .into_iter()
+        .filter(|(_, s)| channel.is_none_or(|c| s.subscriptions.iter().any(|x| x == c)))
+        .map(|(node, session)| json!({"node": node, "session": session}))
+        .collect();
+    json_response(StatusCode::OK, &paginate(&params, sessions))
+}
+
+/// `GET /api/developer/websocket-messages/?channel=&user=&page=&page_size=`: messages
+/// kept in history, newest first. Per-user channels need `user`.
+pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
+    let params = Query::parse(query);
+    let user = params.get("user").map(crate::UserId::from);
+    let snapshot = node.channels.snapshot();
+    let mut channels: Vec<_> = snapshot
+        .iter()
+        .filter(|(name, config)| {
+            config.history
+                && params.get("channel").is_none_or(|c| c == &***name)
+                && (!config.is_per_user() || user.is_some())
+        })
+        .collect();
+    if let Some(wanted) = params.get("channel") {
+        match snapshot.get(wanted) {
+            None => {
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    "unknown_channel",
+                    &format!("unknown channel {wanted:?}"),
+                )
+            }
+            Some((_, config)) if config.is_per_user() && user.is_none() => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "user_required",
+                    "this channel keeps history per user: pass ?user=",
+                )
+            }
+            _ => {}
+        }
+    }
+    channels.sort_by(|a, b| a.0.cmp(b.0));
+    let mut messages: Vec<(crate::broker::offset::Offset, Value)> = Vec::new();
+    for (name, config) in channels {
+        let topic = crate::broker::Topic::for_channel(name, config.is_per_user(), user.as_ref());
+        let replay = match node.broker.history(&topic, config, None).await {
+            Ok(replay) => replay,
+            Err(e) => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                )
+            }
+        };
+        for message in replay.messages {
+            if let (Target::User(target), Some(user)) = (&message.target, &user) {
+                if target != user {
+                    continue;
+                }
+            }
+            let offset = message
+                .offset
+                .as_deref()
+                .and_then(crate::broker::offset::Offset::parse)
+                .unwrap_or_default();
+            let target = match &message.target {
+                Target::All => Value::Null,
+                Target::User(user) => Value::String(user.to_string()),
+            };
+            messages.push((
+                offset,
+                json!({
+                    "id": message.id.as_ref(),
+                    "channel": message.channel.as_ref(),
+                    "type": message.kind.as_ref(),
+                    "data": serde_json::from_str::<Value>(message.data.get()).unwrap_or(Value::Null),
+                    "user": target,
+                    "offset": message.offset.as_deref(),
+                }),
+            ));
+        }
+    }
+    messages.sort_by_key(|(offset, _)| std::cmp::Reverse(*offset));
+    let items = messages.into_iter().map(|(_, v)| v).collect();
+    json_response(StatusCode::OK, &paginate(&params, items))
+}
+
+/// `GET /api/v1/nodes`: live nodes with their connection counts (the operator scales
+/// on these).
+pub async fn list_nodes(node: &Node) -> Response<Body> {
+    let nodes = match &node.presence {
+        Some(presence) => match presence.nodes().await {
+            Ok(nodes) => serde_json::to_value(nodes).expect("records serialize"),
+            Err(e) => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                )
+            }
+        },
+        None => json!([{
+            "id": node.id,
+            "connections": node.hub.connection_count(),
+            "draining": node.is_draining(),
+        }]),
+    };
+    let total: u64 = nodes
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n["connections"].as_u64()).sum())
+        .unwrap_or(0);
     json_response(
         StatusCode::OK,
-        &json!({"count": count, "page": page, "page_size": page_size, "results": results}),
+        &json!({"nodes": nodes, "connections": total}),
     )
 }
 

@@ -82,6 +82,16 @@ pub struct Args {
     #[arg(long, env = "HERALD_REDIS_MIN_REPLICAS")]
     pub redis_min_replicas: Option<u32>,
 
+    /// Address other components use to reach this node (defaults to the bound
+    /// address; set it to the pod IP in Kubernetes).
+    #[arg(long, env = "HERALD_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// How often the node heartbeats its presence into Redis (records expire after
+    /// three intervals).
+    #[arg(long, env = "HERALD_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
     /// Messages the Redis subscriber buffers before it counts as lagging.
     #[arg(long, env = "HERALD_REDIS_BUFFER", default_value_t = 65_536)]
     pub redis_buffer: usize,

@@ -14,6 +14,7 @@ pub mod dev;
 pub mod hub;
 pub mod metrics;
 pub mod node;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;

@@ -15,7 +15,8 @@ use herald_node::config::Args;
 use herald_node::dev::{self, DevSecrets};
 use herald_node::hub::Hub;
 use herald_node::metrics::Metrics;
-use herald_node::node::Node;
+use herald_node::node::{Node, Parts};
+use herald_node::presence::{self, Presence};
 use herald_node::{server, telemetry};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
@@ -72,8 +73,15 @@ async fn run(
         args.outbound_queue,
         args.max_connections_per_user,
     ));
-    let broker: Arc<dyn Broker> = match &args.redis_url {
-        None => Arc::new(MemoryBroker::new()),
+    let listener =
+        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let advertised = args
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| addr.to_string());
+    let (broker, presence): (Arc<dyn Broker>, Option<Arc<Presence>>) = match &args.redis_url {
+        None => (Arc::new(MemoryBroker::new()), None),
         Some(url) => {
             let settings = RedisSettings {
                 url: url.clone(),
@@ -87,21 +95,25 @@ async fn run(
                 RedisBroker::connect(settings, hub.clone(), channels.clone(), metrics.clone())
                     .await
                     .context("connecting to Redis")?;
-            Arc::new(broker)
+            let presence = Presence::new(
+                broker.client(),
+                &node_id,
+                &advertised,
+                args.heartbeat_interval * 3,
+            );
+            (Arc::new(broker), Some(Arc::new(presence)))
         }
     };
-    let listener =
-        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let node = Arc::new(Node::new(
-        args,
+    let node = Arc::new(Node::new(Parts {
+        config: args,
         auth,
-        secrets.api_key,
+        api_key: secrets.api_key,
         channels,
         hub,
         broker,
         metrics,
-    ));
+        presence,
+    }));
     tracing::info!(%addr, node = %node.id, broker = node.broker.name(), "herald-node started");
     // Harnesses and humans look for this line to find the port.
     println!("herald-node listening on {addr}");
@@ -109,6 +121,13 @@ async fn run(
         println!("{}", dev::banner(dev_secrets, addr, &node.config.ws_path));
     }
     tokio::spawn(watch_channels(node.clone()));
+    if let Some(presence) = &node.presence {
+        tokio::spawn(presence::run(
+            presence.clone(),
+            node.clone(),
+            node.config.heartbeat_interval,
+        ));
+    }
 
     let server = tokio::spawn(server::serve(node.clone(), listener));
     let mut terminate = signal(SignalKind::terminate())?;
@@ -132,6 +151,11 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(left = node.hub.connection_count(), "drained, exiting");
+    if let Some(presence) = &node.presence {
+        if let Err(e) = presence.leave().await {
+            tracing::warn!(error = %e, "could not remove presence records");
+        }
+    }
     server.abort();
     Ok(())
 }

@@ -12,8 +12,30 @@ use crate::channels::{RateLimit, Registry};
 use crate::config::Args;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::ratelimit::TokenBucket;
 use crate::ChannelName;
+
+/// What a node is assembled from.
+#[derive(Clone)]
+pub struct Parts {
+    /// The configuration it was started with.
+    pub config: Args,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Key for the publish and admin APIs.
+    pub api_key: String,
+    /// Channels in force.
+    pub channels: Arc<Registry>,
+    /// Local connections.
+    pub hub: Arc<Hub>,
+    /// Cross-node transport.
+    pub broker: Arc<dyn Broker>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cluster presence, when running on Redis.
+    pub presence: Option<Arc<Presence>>,
+}
 
 /// Everything a connection or request needs, shared behind an `Arc`.
 pub struct Node {
@@ -33,6 +55,8 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Cluster presence, when running on Redis.
+    pub presence: Option<Arc<Presence>>,
     draining: AtomicBool,
     publish_limits: Mutex<HashMap<ChannelName, (RateLimit, TokenBucket)>>,
 }
@@ -48,24 +72,17 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Assembles a node from its parts.
-    pub fn new(
-        config: Args,
-        auth: Authenticator,
-        api_key: String,
-        channels: Arc<Registry>,
-        hub: Arc<Hub>,
-        broker: Arc<dyn Broker>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
         Self {
-            id: config.node_id(),
-            config,
-            auth,
-            api_key,
-            channels,
-            hub,
-            broker,
-            metrics,
+            id: parts.config.node_id(),
+            config: parts.config,
+            auth: parts.auth,
+            api_key: parts.api_key,
+            channels: parts.channels,
+            hub: parts.hub,
+            broker: parts.broker,
+            metrics: parts.metrics,
+            presence: parts.presence,
             draining: AtomicBool::new(false),
             publish_limits: Mutex::default(),
         }
@@ -79,6 +96,41 @@ impl Node {
     /// Marks the node as draining.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts a connection of `user` cluster-wide; false when over the per-user cap.
+    /// Best effort: without Redis presence only the node-local cap applies.
+    pub async fn admit_user(&self, user: &str) -> bool {
+        let (Some(presence), cap) = (&self.presence, self.config.max_connections_per_user) else {
+            return true;
+        };
+        if cap == 0 {
+            return true;
+        }
+        match presence.acquire(user).await {
+            Ok(count) if count > cap => {
+                self.release_user(user);
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster-wide connection count unavailable");
+                true
+            }
+        }
+    }
+
+    /// Uncounts a connection counted by [`Node::admit_user`].
+    pub fn release_user(&self, user: &str) {
+        if let (Some(presence), true) = (&self.presence, self.config.max_connections_per_user > 0) {
+            let presence = presence.clone();
+            let user = user.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = presence.release(&user).await {
+                    tracing::debug!(error = %e, "cannot uncount connection");
+                }
+            });
+        }
     }
 
     /// The HS256 secret, for minting demo tokens in `--dev` mode only.

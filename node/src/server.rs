@@ -113,7 +113,22 @@ async fn route(node: Arc<Node>, req: Request<Incoming>, peer: SocketAddr) -> Res
             if !api::authorized(&node, req.headers()) {
                 return api::unauthorized();
             }
-            api::list_sessions(&node, req.uri().query())
+            api::list_sessions(&node, req.uri().query()).await
+        }
+        (
+            &Method::GET,
+            "/api/developer/websocket-messages/" | "/api/developer/websocket-messages",
+        ) => {
+            if !api::authorized(&node, req.headers()) {
+                return api::unauthorized();
+            }
+            api::list_messages(&node, req.uri().query()).await
+        }
+        (&Method::GET, "/api/v1/nodes") => {
+            if !api::authorized(&node, req.headers()) {
+                return api::unauthorized();
+            }
+            api::list_nodes(&node).await
         }
         (_, "/api/v1/publish" | "/api/v1/channels" | "/healthz" | "/readyz" | "/metrics") => {
             error_response(
@@ -232,9 +247,26 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
             );
         }
     };
+    if let Some(user) = identity.user.as_deref() {
+        if !node.admit_user(user).await {
+            node.hub.disconnect(registration.id);
+            node.metrics.reject("user_connection_limit");
+            return error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                &format!(
+                    "user {user} already has {} open connections in the cluster",
+                    node.config.max_connections_per_user
+                ),
+            );
+        }
+    }
     let held = match session::join_auto_channels(&node, &identity, registration.id).await {
         Ok(held) => held,
         Err(e) => {
+            if let Some(user) = identity.user.as_deref() {
+                node.release_user(user);
+            }
             node.hub.disconnect(registration.id);
             node.metrics.reject("broker_unavailable");
             return error_response(
@@ -278,6 +310,9 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade failed");
+                    if let Some(user) = identity.user.as_deref() {
+                        node.release_user(user);
+                    }
                     node.hub.disconnect(registration.id);
                     for (_, topic) in held {
                         node.broker.unsubscribe(topic);

@@ -639,6 +639,9 @@ where
 
     fn finish(mut self) {
         self.flush_cursors();
+        if let Some(user) = self.identity.user.as_deref() {
+            self.node.release_user(user);
+        }
         let id = self.registration.id;
         self.node.hub.disconnect(id);
         for (_, topic) in self.held.drain(..) {
