@@ -65,6 +65,8 @@ pub struct Metrics {
     dropped: Family<ReasonLabel, Counter>,
     /// Client frames received.
     pub inbound: Counter,
+    /// History writes acknowledged while their Redis shard had no replica.
+    pub unreplicated: Counter,
     client_errors: Family<ReasonLabel, Counter>,
     /// Publish-to-socket-write latency.
     pub delivery_latency: AtomicHistogram,
@@ -122,6 +124,12 @@ impl Metrics {
             "Message frames not delivered to a connection, by reason",
             dropped.clone(),
         );
+        let unreplicated = Counter::default();
+        registry.register(
+            "history_writes_unreplicated",
+            "History writes acknowledged while their Redis shard had no replica to copy them to",
+            unreplicated.clone(),
+        );
         let inbound = Counter::default();
         registry.register(
             "client_messages",
@@ -151,6 +159,7 @@ impl Metrics {
             replayed,
             dropped,
             inbound,
+            unreplicated,
             client_errors,
             delivery_latency,
         }

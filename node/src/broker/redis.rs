@@ -327,6 +327,26 @@ impl Inner {
             .await
             .map_err(unavailable)?;
         if reached < i64::from(self.min_replicas) {
+            // A shard that lost its replica (its master failed over and the old one has
+            // not rejoined) cannot replicate at all: accept rather than refuse every
+            // publish on it, and say so. A lagging replica, though, means retry.
+            let role: Value = self
+                .client
+                .custom(
+                    CustomCommand::new_static("ROLE", ClusterHash::Custom(slot), false),
+                    Vec::<Value>::new(),
+                )
+                .await
+                .map_err(unavailable)?;
+            let replicas = role
+                .into_array()
+                .get(2)
+                .map_or(0, |r| r.clone().into_array().len());
+            if replicas == 0 {
+                tracing::warn!(key, "shard has no replica: history write not replicated");
+                self.metrics.unreplicated.inc();
+                return Ok(());
+            }
             return Err(BrokerError::Unavailable(format!(
                 "message stored but reached only {reached} of {} replicas in time; it may be lost on failover, retry",
                 self.min_replicas
