@@ -315,6 +315,30 @@ impl Inner {
         }
     }
 
+    /// Re-sends `SSUBSCRIBE` for every shard channel this node needs, one command per
+    /// hash slot, to whichever master now owns it.
+    async fn restore_subscriptions(&self) {
+        let tracked: Vec<String> = self
+            .subscriber
+            .tracked_shard_channels()
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect();
+        let groups = match fred::util::group_by_hash_slot(tracked) {
+            Ok(groups) => groups,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot group subscriptions by slot");
+                return;
+            }
+        };
+        for (_, channels) in groups {
+            let channels: Vec<Key> = channels.into_iter().collect();
+            if let Err(e) = self.subscriber.ssubscribe(channels).await {
+                tracing::warn!(error = %e, "restoring subscriptions failed");
+            }
+        }
+    }
+
     async fn wait_for_replicas(&self, key: &str) -> Result<(), BrokerError> {
         if self.min_replicas == 0 {
             return Ok(());
@@ -385,9 +409,7 @@ async fn resubscribe_on_reconnect(inner: Arc<Inner>) {
         match reconnects.recv().await {
             Ok(server) => {
                 tracing::info!(%server, "Redis subscriber reconnected; restoring subscriptions");
-                if let Err(e) = inner.subscriber.resubscribe_all().await {
-                    tracing::warn!(error = %e, "resubscribe failed");
-                }
+                inner.restore_subscriptions().await;
                 inner.recover_gaps().await;
             }
             Err(RecvError::Lagged(_)) => continue,
@@ -407,9 +429,7 @@ async fn watch_health(inner: Arc<Inner>) {
                 let was_down = !inner.healthy.load(Ordering::Relaxed);
                 inner.set_health(true, "connected".into());
                 if was_down {
-                    if let Err(e) = inner.subscriber.resubscribe_all().await {
-                        tracing::warn!(error = %e, "resubscribe failed");
-                    }
+                    inner.restore_subscriptions().await;
                     inner.recover_gaps().await;
                 }
             }
