@@ -198,3 +198,73 @@ async fn dev_mode_prints_a_working_token_and_publish_example() {
     assert!(page.contains("new WebSocket"));
     assert!(!page.contains("{{TOKEN}}"));
 }
+
+#[tokio::test]
+async fn publishes_are_traced_to_an_otlp_endpoint_when_configured() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A minimal OTLP/HTTP receiver: records the first export request it gets.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", receiver.local_addr().unwrap());
+    let exported = tokio::spawn(async move {
+        let (mut socket, _) = receiver.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 8192];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            let n = tokio::time::timeout_at(deadline, socket.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request);
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let length: usize = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if request.len() >= head_end + 4 + length {
+                    break;
+                }
+            }
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        request
+    });
+    let mut command = Command::new(common::binary());
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            common::SECRET,
+            "--api-key",
+            common::API_KEY,
+        ])
+        .args(["--otlp-endpoint", &endpoint])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("RUST_LOG", "warn,herald_node=info")
+        .stdout(Stdio::piped());
+    let node = TestNode::spawn(command);
+    let (status, _) = node
+        .publish(&json!({"channel": "alerts", "type": "alert", "data": {}}))
+        .await;
+    assert_eq!(status, 200);
+    let request = tokio::time::timeout(Duration::from_secs(15), exported)
+        .await
+        .expect("spans exported in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&request);
+    assert!(text.starts_with("POST /v1/traces"), "{text}");
+    assert!(text.contains("herald-node"), "service name in the resource");
+    assert!(text.contains("publish"), "the publish span");
+}
