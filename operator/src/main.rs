@@ -1,1 +1,3 @@
+//! `herald-operator`: reconciles PushCluster and Channel resources.
+
 fn main() {}

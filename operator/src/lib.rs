@@ -1,0 +1,8 @@
+//! Herald operator: turns `PushCluster` and `Channel` resources into running,
+//! correctly configured Herald nodes, and scales them by connection count.
+//!
+//! Data flows one way: custom resource → desired objects ([`resources`]) → server-side
+//! apply ([`controller`]) → status.
+
+pub mod crd;
+pub mod crdgen;
