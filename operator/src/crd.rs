@@ -5,6 +5,10 @@
 //! defaults, ranges and CEL rules the API server enforces before the operator ever
 //! sees a bad object.
 
+// Printer columns repeat `type_ = ...` inside one #[kube] attribute, which clippy
+// mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
