@@ -6,3 +6,4 @@
 
 pub mod crd;
 pub mod crdgen;
+pub mod resources;
