@@ -7,3 +7,4 @@
 pub mod crd;
 pub mod crdgen;
 pub mod resources;
+pub mod scaling;
