@@ -4,7 +4,11 @@
 //! Data flows one way: custom resource → desired objects ([`resources`]) → server-side
 //! apply ([`controller`]) → status.
 
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod leader;
+pub mod metrics;
 pub mod resources;
 pub mod scaling;
+pub mod stats;

@@ -1,3 +1,183 @@
-//! `herald-operator`: reconciles PushCluster and Channel resources.
+//! `herald-operator`: elects a leader, then reconciles PushCluster and Channel
+//! resources until SIGTERM (or until it loses the lease).
 
-fn main() {}
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Parser;
+use futures_util::future::FutureExt;
+use herald_operator::controller::{self, Context};
+use herald_operator::crd::PushCluster;
+use herald_operator::leader::{Elector, LeaseConfig};
+use herald_operator::metrics::Metrics;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use kube::api::{Api, ListParams};
+use kube::Client;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Command-line flags, each with an environment fallback.
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald-operator",
+    version,
+    about = "Reconciles Herald PushCluster and Channel resources"
+)]
+struct Args {
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "HERALD_OPERATOR_METRICS", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "HERALD_OPERATOR_LEASE", default_value = "herald-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long the lease lasts without renewal.
+    #[arg(long, env = "HERALD_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// How often every PushCluster is re-read for scaling.
+    #[arg(long, env = "HERALD_OPERATOR_RESYNC", default_value = "15s", value_parser = humantime::parse_duration)]
+    resync: Duration,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("herald-operator: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("herald-operator: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    if let Err(e) = Api::<PushCluster>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+    {
+        if matches!(&e, kube::Error::Api(status) if status.code == 404) {
+            anyhow::bail!(
+                "the Herald CRDs are not installed: run `kubectl apply -f crds/` (or install the Helm chart) and start the operator again"
+            );
+        }
+        return Err(e).context("cannot list PushClusters");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    println!("herald-operator metrics on {}", listener.local_addr()?);
+    tokio::spawn(serve_metrics(listener, metrics.clone()));
+
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("herald-operator-{}", std::process::id()));
+    let elector = Elector::new(
+        client.clone(),
+        LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration: args.lease_duration,
+        },
+    );
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tracing::info!(%identity, "waiting for leadership");
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+        _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+    }
+    metrics.leader.set(1);
+    tracing::info!(%identity, "leading: reconciling");
+    println!("herald-operator leading as {identity}");
+
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics.clone(),
+        Some(identity),
+        args.resync,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let controllers = tokio::spawn(futures_util::future::join(
+        controller::cluster::run(ctx.clone(), stopped()),
+        controller::channel::run(ctx, stopped()),
+    ));
+    let code = tokio::select! {
+        _ = elector.hold() => {
+            tracing::error!("lost the leader lease: stopping");
+            ExitCode::from(1)
+        }
+        _ = terminate.recv() => ExitCode::SUCCESS,
+        _ = interrupt.recv() => ExitCode::SUCCESS,
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), controllers.map(|_| ())).await;
+    metrics.leader.set(0);
+    Ok(code)
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let (status, body) = match req.uri().path() {
+                        "/metrics" => (200, metrics.render()),
+                        "/healthz" | "/readyz" => (200, "ok".to_owned()),
+                        _ => (404, "not found".to_owned()),
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from(body)))
+                            .expect("valid response"),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

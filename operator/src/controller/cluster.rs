@@ -1,0 +1,383 @@
+//! The `PushCluster` reconciler: desired objects → server-side apply → scaling →
+//! status. Runs on every change of the cluster, its owned objects or its channels,
+//! and every resync period so scaling follows connection counts.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use tracing::Instrument;
+
+use super::{condition, Context, Error, MANAGER};
+use crate::crd::{Channel, PushCluster, PushClusterStatus};
+use crate::resources::{self, names};
+use crate::scaling::{deletion_cost, Policy};
+use crate::stats::NodeStats;
+
+/// Pod annotation the ReplicaSet controller reads to pick pods to delete.
+pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+async fn apply<K>(api: &Api<K>, object: &K) -> Result<K, Error>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await?)
+}
+
+/// Reconciles one PushCluster.
+pub async fn reconcile(cluster: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = cluster.namespace().ok_or(Error::NoNamespace)?;
+    let key = format!("{ns}/{}", cluster.name_any());
+    let span = tracing::info_span!("reconcile", kind = "PushCluster", object = %key);
+    let started = Instant::now();
+    let result = reconcile_inner(&cluster, &ctx, &ns).instrument(span).await;
+    ctx.metrics
+        .observe("PushCluster", started.elapsed(), result.as_ref().err());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+async fn reconcile_inner(cluster: &PushCluster, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let client = ctx.client.clone();
+    let names = names(cluster);
+    let channels: Vec<Channel> = Api::<Channel>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.spec.cluster == cluster.name_any() && c.metadata.deletion_timestamp.is_none())
+        .collect();
+
+    // Live figures from the nodes' heartbeats (absent when Redis is unreachable).
+    let stats = ctx
+        .stats
+        .nodes(cluster, Api::<Secret>::namespaced(client.clone(), ns))
+        .await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let existing = deployments.get_opt(&names.node).await?;
+    let current = existing
+        .as_ref()
+        .and_then(|d| d.spec.replicas)
+        .unwrap_or(cluster.spec.replicas.min);
+    let connections: i64 = stats
+        .as_ref()
+        .map_or(0, |nodes| nodes.iter().map(|n| n.connections).sum());
+    let desired = desired_replicas(
+        cluster,
+        ctx,
+        current,
+        stats.as_ref().ok().map(|_| connections),
+    );
+
+    apply(
+        &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        &resources::service_account(cluster),
+    )
+    .await?;
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &resources::config_map(cluster, &channels),
+    )
+    .await?;
+    let deployment = apply(&deployments, &resources::deployment(cluster, desired)).await?;
+    apply(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        &resources::service(cluster),
+    )
+    .await?;
+    apply(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+        &resources::pod_disruption_budget(cluster),
+    )
+    .await?;
+    let ingresses = Api::<Ingress>::namespaced(client.clone(), ns);
+    match resources::ingress(cluster) {
+        Some(ingress) => {
+            apply(&ingresses, &ingress).await?;
+        }
+        None => {
+            if let Some(old) = ingresses.get_opt(&names.ingress).await? {
+                if old
+                    .owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == cluster.uid().as_ref())
+                {
+                    ingresses
+                        .delete(&names.ingress, &Default::default())
+                        .await?;
+                }
+            }
+        }
+    }
+    if let Ok(nodes) = &stats {
+        set_deletion_costs(cluster, ctx, ns, nodes).await?;
+    }
+    if desired != current && existing.is_some() {
+        publish_event(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "Scaled",
+            format!("node replicas {current} → {desired} ({connections} connections)"),
+        )
+        .await;
+    }
+
+    let status = status(
+        cluster,
+        &deployment,
+        desired,
+        connections,
+        stats.as_ref().err().map(ToString::to_string),
+    );
+    let api = Api::<PushCluster>::namespaced(client, ns);
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(json!({
+            "apiVersion": "herald.dev/v1alpha1",
+            "kind": "PushCluster",
+            "status": status,
+        })),
+    )
+    .await?;
+    Ok(Action::requeue(ctx.resync))
+}
+
+fn desired_replicas(
+    cluster: &PushCluster,
+    ctx: &Context,
+    current: i32,
+    connections: Option<i64>,
+) -> i32 {
+    let spec = &cluster.spec;
+    let (min, max) = (spec.replicas.min, spec.replicas.max.max(spec.replicas.min));
+    if let Some(pinned) = spec.replicas.desired {
+        return pinned.clamp(min, max);
+    }
+    let Some(connections) = connections else {
+        // Without figures, hold steady (within bounds).
+        return current.clamp(min, max);
+    };
+    let policy = Policy {
+        min,
+        max,
+        target_per_node: spec.scaling.target_connections_per_node,
+        tolerance: spec.scaling.tolerance,
+        stabilization: std::time::Duration::from_secs(
+            spec.scaling.scale_down_stabilization_seconds.max(0) as u64,
+        ),
+        scale_up_percent: spec.scaling.scale_up_percent,
+    };
+    let key = format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    );
+    ctx.scalers
+        .lock()
+        .entry(key)
+        .or_default()
+        .decide(&policy, current, connections, Instant::now())
+}
+
+/// Marks each node pod with its connection count as deletion cost, so a scale-down
+/// removes the emptiest pods and moves the fewest clients.
+async fn set_deletion_costs(
+    cluster: &PushCluster,
+    ctx: &Context,
+    ns: &str,
+    nodes: &[NodeStats],
+) -> Result<(), Error> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    let selector = resources::selector_string(cluster);
+    for pod in pods.list(&ListParams::default().labels(&selector)).await? {
+        let name = pod.name_any();
+        let Some(node) = nodes.iter().find(|n| n.id == name) else {
+            continue;
+        };
+        let cost = deletion_cost(node.connections).to_string();
+        if pod.annotations().get(DELETION_COST) == Some(&cost) {
+            continue;
+        }
+        let patch = json!({"metadata": {"annotations": {DELETION_COST: cost}}});
+        pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+fn status(
+    cluster: &PushCluster,
+    deployment: &Deployment,
+    desired: i32,
+    connections: i64,
+    broker_error: Option<String>,
+) -> PushClusterStatus {
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let ds = deployment.status.clone().unwrap_or_default();
+    let replicas = ds.replicas.unwrap_or(0);
+    let ready = ds.ready_replicas.unwrap_or(0);
+    let updated = ds.updated_replicas.unwrap_or(0);
+    let rolled_out = ds.observed_generation >= deployment.metadata.generation
+        && updated >= desired
+        && replicas == desired;
+    let is_ready = ready >= desired && desired > 0;
+    let conditions = vec![
+        condition(
+            &previous,
+            "Ready",
+            is_ready,
+            if is_ready {
+                "NodesReady"
+            } else {
+                "NodesNotReady"
+            },
+            format!("{ready} of {desired} node pods ready"),
+            generation,
+        ),
+        condition(
+            &previous,
+            "Progressing",
+            !rolled_out,
+            if rolled_out {
+                "RolloutComplete"
+            } else {
+                "RollingOut"
+            },
+            format!("{updated} of {desired} node pods updated"),
+            generation,
+        ),
+        condition(
+            &previous,
+            "Degraded",
+            replicas > 0 && ready == 0,
+            if replicas > 0 && ready == 0 {
+                "NoReadyNodes"
+            } else {
+                "AsExpected"
+            },
+            format!("{ready} ready, {replicas} existing"),
+            generation,
+        ),
+        match &broker_error {
+            None => condition(
+                &previous,
+                "BrokerHealthy",
+                true,
+                "HeartbeatsRead",
+                format!("{connections} connections reported"),
+                generation,
+            ),
+            Some(e) => condition(
+                &previous,
+                "BrokerHealthy",
+                false,
+                "RedisUnreachable",
+                e.clone(),
+                generation,
+            ),
+        },
+    ];
+    PushClusterStatus {
+        conditions,
+        observed_generation: generation,
+        replicas,
+        ready_replicas: ready,
+        desired_replicas: desired,
+        connections,
+        selector: resources::selector_string(cluster),
+    }
+}
+
+async fn publish_event(
+    ctx: &Context,
+    cluster: &PushCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::debug!(error = %e, "event not recorded");
+    }
+}
+
+/// What to do after a failed reconcile: record it and back off.
+pub fn error_policy(cluster: Arc<PushCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed");
+    let key = format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    );
+    ctx.backoff(&key)
+}
+
+/// Runs the PushCluster controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let clusters = Api::<PushCluster>::all(client.clone());
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=herald-operator");
+    Controller::new(clusters, watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), managed.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            managed.clone(),
+        )
+        .owns(Api::<Ingress>::all(client.clone()), managed)
+        .watches(
+            Api::<Channel>::all(client),
+            watcher::Config::default(),
+            |channel| {
+                let ns = channel.namespace().unwrap_or_default();
+                std::iter::once(ObjectRef::new(&channel.spec.cluster).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

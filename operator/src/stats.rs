@@ -1,0 +1,122 @@
+//! Live figures of a running cluster, read from the heartbeats its nodes keep in
+//! Redis: connections per node, which the scaler and pod-deletion costs use.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fred::prelude::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::crd::PushCluster;
+use crate::resources::redis_url;
+
+/// Why figures could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    /// Redis did not answer.
+    #[error("Redis unreachable: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// The Redis URL Secret is missing or unreadable.
+    #[error("Redis URL secret: {0}")]
+    Secret(String),
+    /// A heartbeat record is malformed.
+    #[error("unreadable node heartbeat: {0}")]
+    Record(#[from] serde_json::Error),
+    /// Redis took too long.
+    #[error("Redis did not answer in time")]
+    Timeout,
+}
+
+/// One node's heartbeat (the fields the operator uses).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct NodeStats {
+    /// Node id: the pod name.
+    pub id: String,
+    /// Open connections.
+    pub connections: i64,
+    /// Whether it is draining.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// Reads heartbeats, keeping one Redis client per URL.
+#[derive(Default)]
+pub struct StatsReader {
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl std::fmt::Debug for StatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsReader").finish_non_exhaustive()
+    }
+}
+
+impl StatsReader {
+    /// The live nodes of `cluster`.
+    pub async fn nodes(
+        &self,
+        cluster: &PushCluster,
+        secrets: Api<Secret>,
+    ) -> Result<Vec<NodeStats>, StatsError> {
+        let url = match &cluster.spec.redis.url_secret_ref {
+            Some(key) => {
+                let secret = secrets
+                    .get(&key.name)
+                    .await
+                    .map_err(|e| StatsError::Secret(e.to_string()))?;
+                let bytes = secret
+                    .data
+                    .and_then(|d| d.get(&key.key).cloned())
+                    .ok_or_else(|| {
+                        StatsError::Secret(format!("{} has no key {}", key.name, key.key))
+                    })?;
+                String::from_utf8(bytes.0).map_err(|e| StatsError::Secret(e.to_string()))?
+            }
+            None => redis_url(&cluster.spec.redis.addresses),
+        };
+        let client = self.client(&url).await?;
+        tokio::time::timeout(Duration::from_secs(5), read_nodes(&client))
+            .await
+            .map_err(|_| StatsError::Timeout)?
+    }
+
+    async fn client(&self, url: &str) -> Result<Client, StatsError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(url) {
+            return Ok(client.clone());
+        }
+        let config = Config::from_url(url)?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = Duration::from_secs(3);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()?;
+        tokio::time::timeout(Duration::from_secs(5), client.init())
+            .await
+            .map_err(|_| StatsError::Timeout)??;
+        clients.insert(url.to_owned(), client.clone());
+        Ok(client)
+    }
+}
+
+async fn read_nodes(client: &Client) -> Result<Vec<NodeStats>, StatsError> {
+    let ids: Vec<String> = client
+        .zrange("herald:nodes", 0, -1, None, false, None, false)
+        .await?;
+    let mut nodes = Vec::with_capacity(ids.len());
+    for id in ids {
+        // The record expires with its heartbeat: absent means the node is gone.
+        let record: Option<String> = client.get(format!("herald:node:{id}")).await?;
+        if let Some(record) = record {
+            nodes.push(serde_json::from_str(&record)?);
+        }
+    }
+    Ok(nodes)
+}
