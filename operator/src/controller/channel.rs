@@ -3,7 +3,6 @@
 //! on the Channel itself, whether its cluster exists and its name is unambiguous.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -12,24 +11,17 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::json;
-use tracing::Instrument;
 
 use super::{condition, Context, Error, MANAGER};
 use crate::crd::{Channel, ChannelStatus, PushCluster};
 
 /// Reconciles one Channel's status.
 pub async fn reconcile(channel: Arc<Channel>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = channel.namespace().ok_or(Error::NoNamespace)?;
-    let key = format!("{ns}/{}", channel.name_any());
-    let span = tracing::info_span!("reconcile", kind = "Channel", object = %key);
-    let started = Instant::now();
-    let result = reconcile_inner(&channel, &ctx, &ns).instrument(span).await;
-    ctx.metrics
-        .observe("Channel", started.elapsed(), result.as_ref().err());
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
-    result
+    super::instrumented("Channel", &*channel, &ctx, |ns| {
+        let (object, ctx) = (&*channel, &*ctx);
+        async move { reconcile_inner(object, ctx, &ns).await }
+    })
+    .await
 }
 
 async fn reconcile_inner(channel: &Channel, ctx: &Context, ns: &str) -> Result<Action, Error> {

@@ -18,7 +18,6 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
-use tracing::Instrument;
 
 use super::{condition, Context, Error, MANAGER};
 use crate::crd::{Channel, PushCluster, PushClusterStatus};
@@ -45,17 +44,11 @@ where
 
 /// Reconciles one PushCluster.
 pub async fn reconcile(cluster: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = cluster.namespace().ok_or(Error::NoNamespace)?;
-    let key = format!("{ns}/{}", cluster.name_any());
-    let span = tracing::info_span!("reconcile", kind = "PushCluster", object = %key);
-    let started = Instant::now();
-    let result = reconcile_inner(&cluster, &ctx, &ns).instrument(span).await;
-    ctx.metrics
-        .observe("PushCluster", started.elapsed(), result.as_ref().err());
-    if result.is_ok() {
-        ctx.succeeded(&key);
-    }
-    result
+    super::instrumented("PushCluster", &*cluster, &ctx, |ns| {
+        let (object, ctx) = (&*cluster, &*ctx);
+        async move { reconcile_inner(object, ctx, &ns).await }
+    })
+    .await
 }
 
 async fn reconcile_inner(cluster: &PushCluster, ctx: &Context, ns: &str) -> Result<Action, Error> {

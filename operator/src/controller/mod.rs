@@ -110,6 +110,33 @@ impl Context {
     }
 }
 
+/// Runs one reconcile of `object` inside a span, recording metrics and resetting its
+/// backoff on success. `work` gets the object's namespace.
+pub async fn instrumented<K, F, Fut>(
+    kind: &'static str,
+    object: &K,
+    ctx: &Context,
+    work: F,
+) -> Result<Action, Error>
+where
+    K: kube::ResourceExt,
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    use tracing::Instrument;
+    let ns = object.namespace().ok_or(Error::NoNamespace)?;
+    let key = format!("{ns}/{}", object.name_any());
+    let span = tracing::info_span!("reconcile", kind, object = %key);
+    let started = std::time::Instant::now();
+    let result = work(ns).instrument(span).await;
+    ctx.metrics
+        .observe(kind, started.elapsed(), result.as_ref().err());
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
 /// A condition, keeping the previous transition time when the status is unchanged.
 pub fn condition(
     previous: &[Condition],
