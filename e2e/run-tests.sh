@@ -29,6 +29,8 @@ if [ -n "$missing" ]; then
 fi
 redis-server --version
 
+step "kubernetes control plane"; ./e2e/k8s/build.sh
+
 step "format"
 cargo fmt --all --check
 
@@ -36,4 +38,6 @@ step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
+# The end-to-end stories run the workspace's binaries (herald-node, herald-operator).
+cargo build --workspace --bins --locked
 cargo test --workspace --locked

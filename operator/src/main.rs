@@ -111,45 +111,51 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    tracing::info!(%identity, "waiting for leadership");
-    tokio::select! {
-        _ = elector.acquire() => {}
-        _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
-        _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
-    }
-    metrics.leader.set(1);
-    tracing::info!(%identity, "leading: reconciling");
-    println!("herald-operator leading as {identity}");
-
     let ctx = Arc::new(Context::new(
         client,
         metrics.clone(),
-        Some(identity),
+        Some(identity.clone()),
         args.resync,
     ));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+    loop {
+        tracing::info!(%identity, "waiting for leadership");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
         }
-    };
-    let controllers = tokio::spawn(futures_util::future::join(
-        controller::cluster::run(ctx.clone(), stopped()),
-        controller::channel::run(ctx, stopped()),
-    ));
-    let code = tokio::select! {
-        _ = elector.hold() => {
-            tracing::error!("lost the leader lease: stopping");
-            ExitCode::from(1)
+        metrics.leader.set(1);
+        tracing::info!(%identity, "leading: reconciling");
+        println!("herald-operator leading as {identity}");
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let controllers = tokio::spawn(futures_util::future::join(
+            controller::cluster::run(ctx.clone(), stopped()),
+            controller::channel::run(ctx.clone(), stopped()),
+        ));
+        let exit = tokio::select! {
+            _ = elector.hold() => None,
+            _ = terminate.recv() => Some(ExitCode::SUCCESS),
+            _ = interrupt.recv() => Some(ExitCode::SUCCESS),
+        };
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), controllers.map(|_| ())).await;
+        metrics.leader.set(0);
+        match exit {
+            Some(code) => return Ok(code),
+            // Another replica may lead now; stop reconciling and compete again.
+            None => {
+                tracing::warn!("lost the leader lease: stopped reconciling");
+                println!("herald-operator stopped leading");
+            }
         }
-        _ = terminate.recv() => ExitCode::SUCCESS,
-        _ = interrupt.recv() => ExitCode::SUCCESS,
-    };
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), controllers.map(|_| ())).await;
-    metrics.leader.set(0);
-    Ok(code)
+    }
 }
 
 async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {

@@ -24,7 +24,15 @@ pub async fn reconcile(channel: Arc<Channel>, ctx: Arc<Context>) -> Result<Actio
     .await
 }
 
-async fn reconcile_inner(channel: &Channel, ctx: &Context, ns: &str) -> Result<Action, Error> {
+async fn reconcile_inner(cached: &Channel, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    // Read afresh, as the cluster reconciler does: a stale watch must not win.
+    let Some(fresh) = Api::<Channel>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&cached.name_any())
+        .await?
+    else {
+        return Ok(Action::await_change());
+    };
+    let channel = &fresh;
     let cluster = Api::<PushCluster>::namespaced(ctx.client.clone(), ns)
         .get_opt(&channel.spec.cluster)
         .await?;
@@ -93,7 +101,7 @@ async fn reconcile_inner(channel: &Channel, ctx: &Context, ns: &str) -> Result<A
         ),
     )
     .await?;
-    Ok(Action::await_change())
+    Ok(Action::requeue(ctx.resync * 4))
 }
 
 /// What to do after a failed reconcile: record it and back off.

@@ -51,8 +51,17 @@ pub async fn reconcile(cluster: Arc<PushCluster>, ctx: Arc<Context>) -> Result<A
     .await
 }
 
-async fn reconcile_inner(cluster: &PushCluster, ctx: &Context, ns: &str) -> Result<Action, Error> {
+async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Result<Action, Error> {
     let client = ctx.client.clone();
+    // Periodic reconciles read the object afresh: a watch that silently fell behind
+    // (seen after an API server restart) must not make the operator apply old specs.
+    let Some(fresh) = Api::<PushCluster>::namespaced(client.clone(), ns)
+        .get_opt(&cached.name_any())
+        .await?
+    else {
+        return Ok(Action::await_change());
+    };
+    let cluster = &fresh;
     let names = names(cluster);
     let channels: Vec<Channel> = Api::<Channel>::namespaced(client.clone(), ns)
         .list(&ListParams::default())

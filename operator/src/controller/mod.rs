@@ -100,13 +100,13 @@ impl Context {
         self.failures.lock().remove(key);
     }
 
-    /// Exponential backoff for `key`: 1 s, 2 s, 4 s … capped at 5 minutes.
+    /// Exponential backoff for `key`: 1 s, 2 s, 4 s … capped at 32 s.
     pub fn backoff(&self, key: &str) -> Action {
         let mut failures = self.failures.lock();
         let n = failures.entry(key.to_owned()).or_default();
         *n = n.saturating_add(1);
-        let seconds = 1u64 << (*n - 1).min(8);
-        Action::requeue(Duration::from_secs(seconds.min(300)))
+        let seconds = 1u64 << (*n - 1).min(5);
+        Action::requeue(Duration::from_secs(seconds))
     }
 }
 
@@ -128,7 +128,11 @@ where
     let key = format!("{ns}/{}", object.name_any());
     let span = tracing::info_span!("reconcile", kind, object = %key);
     let started = std::time::Instant::now();
-    let result = work(ns).instrument(span).await;
+    let result = work(ns).instrument(span.clone()).await;
+    span.in_scope(|| match &result {
+        Ok(action) => tracing::debug!(?action, "reconciled"),
+        Err(error) => tracing::debug!(%error, "reconcile failed"),
+    });
     ctx.metrics
         .observe(kind, started.elapsed(), result.as_ref().err());
     if result.is_ok() {

@@ -1,0 +1,551 @@
+//! A platform team runs Herald with `kubectl`: every story here runs the real
+//! operator binary against a real kube-apiserver, etcd and kube-controller-manager
+//! (built from Go modules by e2e/k8s/build.sh), on loopback.
+
+use std::time::Duration;
+
+use herald_e2e::fixture::kube::ControlPlane;
+use herald_e2e::fixture::node::{TestNode, API_KEY, SECRET};
+use herald_e2e::fixture::operator::OperatorProcess;
+use herald_e2e::fixture::redis::RedisServer;
+use serde_json::{json, Value};
+
+/// Control planes are heavy on two cores: one story at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn crds_dir() -> String {
+    format!("{}/../crds", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn plane_with_crds() -> ControlPlane {
+    let plane = ControlPlane::start().await.expect("control plane starts");
+    plane
+        .kubectl(["apply", "-f", &crds_dir()])
+        .await
+        .expect("CRDs apply");
+    plane
+        .kubectl([
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/pushclusters.herald.dev",
+            "crd/channels.herald.dev",
+            "--timeout=60s",
+        ])
+        .await
+        .expect("CRDs established");
+    plane
+}
+
+async fn apply(plane: &ControlPlane, manifest: &Value) -> anyhow::Result<String> {
+    plane
+        .kubectl_stdin(["apply", "-f", "-"], &manifest.to_string())
+        .await
+}
+
+async fn get_json(plane: &ControlPlane, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = plane.kubectl(all).await.ok()?;
+    serde_json::from_str(&out).ok()
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, failing after `limit`.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn secret(ns: &str, redis_url: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "herald", "namespace": ns},
+           "stringData": {"jwt": SECRET, "api-key": API_KEY, "redis-url": redis_url}})
+}
+
+fn push_cluster(ns: &str, spec_extra: Value) -> Value {
+    let mut spec = json!({
+        "image": "herald-node:test",
+        "redis": {"urlSecretRef": {"name": "herald", "key": "redis-url"}},
+        "auth": {"jwtSecretRef": {"name": "herald", "key": "jwt"},
+                 "apiKeySecretRef": {"name": "herald", "key": "api-key"}},
+    });
+    merge(&mut spec, spec_extra);
+    json!({"apiVersion": "herald.dev/v1alpha1", "kind": "PushCluster",
+           "metadata": {"name": "push", "namespace": ns}, "spec": spec})
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Value::Object(base), Value::Object(extra)) = (base, extra) {
+        for (k, v) in extra {
+            match base.get_mut(&k) {
+                Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                _ => {
+                    base.insert(k, v);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_install_reject_invalid_resources_and_explain_themselves() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    let bad_replicas = push_cluster("default", json!({"replicas": {"min": 3, "max": 1}}));
+    let err = apply(&plane, &bad_replicas).await.unwrap_err().to_string();
+    assert!(
+        err.contains("replicas.min must not exceed replicas.max"),
+        "{err}"
+    );
+    let bad_access = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "x"}, "spec": {"cluster": "push", "access": "everyone"}});
+    let err = apply(&plane, &bad_access).await.unwrap_err().to_string();
+    assert!(
+        err.contains("Unsupported value") && err.contains("everyone"),
+        "{err}"
+    );
+    let bad_capacity = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "x"}, "spec": {"cluster": "push", "access": "user", "history": true, "capacity": -1}});
+    let err = apply(&plane, &bad_capacity).await.unwrap_err().to_string();
+    assert!(err.contains("capacity"), "{err}");
+    let roles_without_roles = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "x"}, "spec": {"cluster": "push", "access": "roles"}});
+    let err = apply(&plane, &roles_without_roles)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("access 'roles' needs at least one role"),
+        "{err}"
+    );
+
+    apply(&plane, &push_cluster("default", json!({})))
+        .await
+        .expect("valid PushCluster");
+    let underscored = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "stock-levels"}, "spec": {"cluster": "push", "name": "stock_levels", "access": "authenticated"}});
+    apply(&plane, &underscored)
+        .await
+        .expect("channel names may use underscores");
+    let table = plane.kubectl(["get", "pushclusters"]).await.unwrap();
+    for column in [
+        "READY",
+        "REPLICAS",
+        "DESIRED",
+        "CONNECTIONS",
+        "BROKER",
+        "AGE",
+    ] {
+        assert!(table.contains(column), "{table}");
+    }
+    let channels = plane.kubectl(["get", "hch"]).await.unwrap();
+    assert!(
+        channels.contains("CLUSTER") && channels.contains("stock-levels"),
+        "{channels}"
+    );
+    let explained = plane
+        .kubectl([
+            "explain",
+            "pushcluster.spec.scaling.targetConnectionsPerNode",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        explained.contains("Connections each node should carry"),
+        "{explained}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_creates_repairs_updates_and_cleans_up_a_cluster() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    let _operator_runs = {
+        let mut op = OperatorProcess::start(&plane.kubeconfig_path(), "op-a", &["--resync", "2s"]);
+        assert!(op.wait_leading(Duration::from_secs(30)));
+        op
+    };
+    plane
+        .kubectl(["create", "namespace", "shop"])
+        .await
+        .unwrap();
+    apply(&plane, &secret("shop", "redis://127.0.0.1:1"))
+        .await
+        .unwrap();
+    apply(
+        &plane,
+        &push_cluster("shop", json!({"replicas": {"min": 2, "max": 5}})),
+    )
+    .await
+    .unwrap();
+
+    let deployment = eventually("the node Deployment", Duration::from_secs(30), || {
+        get_json(&plane, &["deployment", "push-node", "-n", "shop"])
+    })
+    .await;
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        deployment["metadata"]["ownerReferences"][0]["kind"],
+        "PushCluster"
+    );
+    for kind in ["service", "serviceaccount", "poddisruptionbudget"] {
+        assert!(
+            get_json(&plane, &[kind, "push-node", "-n", "shop"])
+                .await
+                .is_some(),
+            "{kind}"
+        );
+    }
+    let config = get_json(&plane, &["configmap", "push-node-config", "-n", "shop"])
+        .await
+        .unwrap();
+    let channels: Value =
+        serde_json::from_str(config["data"]["channels.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        channels["channels"].as_array().unwrap().len(),
+        4,
+        "the legacy channels"
+    );
+
+    // Status follows: the broker is unreachable, and observedGeneration is recorded.
+    let status = eventually("status", Duration::from_secs(30), || async {
+        let pc = get_json(&plane, &["pushcluster", "push", "-n", "shop"]).await?;
+        (pc["status"]["observedGeneration"] == pc["metadata"]["generation"])
+            .then(|| pc["status"].clone())
+    })
+    .await;
+    let broker = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "BrokerHealthy")
+        .unwrap();
+    assert_eq!(
+        (broker["status"].as_str(), broker["reason"].as_str()),
+        (Some("False"), Some("RedisUnreachable"))
+    );
+
+    // Editing the spec updates the owned objects.
+    plane
+        .kubectl([
+            "patch",
+            "pushcluster",
+            "push",
+            "-n",
+            "shop",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"limits":{"inboundBurst":50}}}"#,
+        ])
+        .await
+        .unwrap();
+    eventually(
+        "the new limit in the ConfigMap",
+        Duration::from_secs(30),
+        || async {
+            let cm = get_json(&plane, &["configmap", "push-node-config", "-n", "shop"]).await?;
+            (cm["data"]["HERALD_INBOUND_BURST"] == "50").then_some(())
+        },
+    )
+    .await;
+
+    // A deleted Service comes back.
+    plane
+        .kubectl(["delete", "service", "push-node", "-n", "shop"])
+        .await
+        .unwrap();
+    eventually(
+        "the Service to be recreated",
+        Duration::from_secs(30),
+        || get_json(&plane, &["service", "push-node", "-n", "shop"]),
+    )
+    .await;
+
+    // Channels land in the node configuration and report readiness.
+    apply(&plane, &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "stock-levels", "namespace": "shop"},
+        "spec": {"cluster": "push", "name": "stock_levels", "access": "authenticated", "history": true}}))
+    .await
+    .unwrap();
+    apply(
+        &plane,
+        &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "orphan", "namespace": "shop"},
+        "spec": {"cluster": "nope", "access": "public"}}),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "stock_levels in channels.json",
+        Duration::from_secs(30),
+        || async {
+            let cm = get_json(&plane, &["configmap", "push-node-config", "-n", "shop"]).await?;
+            cm["data"]["channels.json"]
+                .as_str()?
+                .contains("stock_levels")
+                .then_some(())
+        },
+    )
+    .await;
+    let ready = |name: &'static str| {
+        let plane = &plane;
+        async move {
+            let ch = get_json(plane, &["channel", name, "-n", "shop"]).await?;
+            let cond = ch["status"]["conditions"].as_array()?.first()?.clone();
+            Some((
+                cond["status"].as_str()?.to_owned(),
+                cond["reason"].as_str()?.to_owned(),
+            ))
+        }
+    };
+    let (status, _) = eventually("channel ready", Duration::from_secs(30), || {
+        ready("stock-levels")
+    })
+    .await;
+    assert_eq!(status, "True");
+    let (status, reason) =
+        eventually("orphan status", Duration::from_secs(30), || ready("orphan")).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ClusterNotFound")
+    );
+
+    // kubectl scale works within bounds, and the bounds are enforced.
+    plane
+        .kubectl(["scale", "pushcluster", "push", "-n", "shop", "--replicas=4"])
+        .await
+        .unwrap();
+    eventually("4 replicas", Duration::from_secs(30), || async {
+        let d = get_json(&plane, &["deployment", "push-node", "-n", "shop"]).await?;
+        (d["spec"]["replicas"] == 4).then_some(())
+    })
+    .await;
+    let err = plane
+        .kubectl(["scale", "pushcluster", "push", "-n", "shop", "--replicas=9"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("replicas.desired must lie within"), "{err}");
+
+    // Deleting the cluster garbage-collects what it owned.
+    plane
+        .kubectl(["delete", "pushcluster", "push", "-n", "shop"])
+        .await
+        .unwrap();
+    eventually(
+        "owned objects to be collected",
+        Duration::from_secs(60),
+        || async {
+            let gone = get_json(&plane, &["deployment", "push-node", "-n", "shop"])
+                .await
+                .is_none()
+                && get_json(&plane, &["configmap", "push-node-config", "-n", "shop"])
+                    .await
+                    .is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+    // And a namespace with Channels in it deletes completely.
+    plane
+        .kubectl(["delete", "namespace", "shop", "--wait=false"])
+        .await
+        .unwrap();
+    eventually("the namespace to go", Duration::from_secs(90), || async {
+        get_json(&plane, &["namespace", "shop"])
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_count_follows_real_heartbeats_and_channels_reach_running_nodes() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    let redis = RedisServer::start_standalone().await.expect("Redis starts");
+    let mut operator =
+        OperatorProcess::start(&plane.kubeconfig_path(), "op-a", &["--resync", "1s"]);
+    assert!(operator.wait_leading(Duration::from_secs(30)));
+    apply(&plane, &secret("default", &redis.url()))
+        .await
+        .unwrap();
+    apply(
+        &plane,
+        &push_cluster(
+            "default",
+            json!({
+                "replicas": {"min": 1, "max": 5},
+                "scaling": {"targetConnectionsPerNode": 10, "scaleDownStabilizationSeconds": 0},
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    // kube-controller-manager creates the pods (nothing runs them here): run one real
+    // node per pod, named like it, as the kubelet would.
+    let pod = eventually("a node pod", Duration::from_secs(60), || async {
+        let pods = get_json(&plane, &["pods", "-l", "app.kubernetes.io/instance=push"]).await?;
+        pods["items"].as_array()?.first()?["metadata"]["name"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    let channels_file =
+        std::env::temp_dir().join(format!("herald-op-channels-{}.json", std::process::id()));
+    let sync_channels = || async {
+        let cm = get_json(&plane, &["configmap", "push-node-config"]).await?;
+        let text = cm["data"]["channels.json"].as_str()?.to_owned();
+        std::fs::write(&channels_file, text).ok()
+    };
+    eventually("the channel file", Duration::from_secs(30), sync_channels).await;
+    let url = redis.url();
+    let node = TestNode::start(&[
+        "--redis-url",
+        &url,
+        "--node-id",
+        &pod,
+        "--heartbeat-interval",
+        "200ms",
+        "--channels",
+        channels_file.to_str().unwrap(),
+        "--channels-reload",
+        "200ms",
+        "--max-connections-per-user",
+        "0",
+    ]);
+    let mut clients = Vec::new();
+    for i in 0..35 {
+        clients.push(node.connect(&format!("u{i}")).await);
+    }
+    // 35 connections at 10 per node: the operator scales 1 → 2 → 4 (doubling per step).
+    eventually("scale-up to 4", Duration::from_secs(60), || async {
+        let d = get_json(&plane, &["deployment", "push-node"]).await?;
+        (d["spec"]["replicas"] == 4).then_some(())
+    })
+    .await;
+    let annotated = eventually("the pod deletion cost", Duration::from_secs(30), || async {
+        let p = get_json(&plane, &["pod", &pod]).await?;
+        p["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    assert_eq!(annotated, "35");
+    let status = get_json(&plane, &["pushcluster", "push"]).await.unwrap();
+    assert_eq!(status["status"]["connections"], 35);
+
+    // A new Channel reaches the running node without a restart.
+    apply(&plane, &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "flash-sales"}, "spec": {"cluster": "push", "access": "authenticated"}}))
+    .await
+    .unwrap();
+    let mut client = node.connect("shopper").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        sync_channels().await;
+        client
+            .send_json(json!({"type": "subscribe", "channels": ["flash-sales"]}))
+            .await;
+        let reply = client.recv_type("subscription_success").await;
+        if reply["channels"] == json!(["flash-sales"]) {
+            break;
+        }
+        let refusal = client.recv_type("error").await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never served flash-sales: {refusal}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Connections leave: with no stabilization window the cluster shrinks to its minimum.
+    drop(clients);
+    drop(client);
+    eventually("scale-down to 1", Duration::from_secs(60), || async {
+        let d = get_json(&plane, &["deployment", "push-node"]).await?;
+        (d["spec"]["replicas"] == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let _serial = SERIAL.lock().await;
+    let mut plane = plane_with_crds().await;
+    let mut first = OperatorProcess::start(
+        &plane.kubeconfig_path(),
+        "op-a",
+        &["--lease-duration", "3s", "--resync", "1s"],
+    );
+    assert!(first.wait_leading(Duration::from_secs(30)));
+    let mut standby = OperatorProcess::start(
+        &plane.kubeconfig_path(),
+        "op-b",
+        &["--lease-duration", "3s", "--resync", "1s"],
+    );
+    assert!(
+        !standby.wait_leading(Duration::from_secs(4)),
+        "two leaders at once"
+    );
+    let lease = get_json(&plane, &["lease", "herald-operator"])
+        .await
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "op-a");
+
+    first.kill();
+    assert!(
+        standby.wait_leading(Duration::from_secs(15)),
+        "the standby took over"
+    );
+    apply(&plane, &secret("default", "redis://127.0.0.1:1"))
+        .await
+        .unwrap();
+    apply(&plane, &push_cluster("default", json!({})))
+        .await
+        .unwrap();
+    eventually("the new leader reconciles", Duration::from_secs(30), || {
+        get_json(&plane, &["deployment", "push-node"])
+    })
+    .await;
+
+    // The API server restarting does not stop the operator.
+    plane.restart_apiserver().await.expect("apiserver restarts");
+    plane
+        .kubectl([
+            "patch",
+            "pushcluster",
+            "push",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"drainSeconds":33}}"#,
+        ])
+        .await
+        .unwrap();
+    eventually(
+        "reconciled after the restart",
+        Duration::from_secs(60),
+        || async {
+            let cm = get_json(&plane, &["configmap", "push-node-config"]).await?;
+            (cm["data"]["HERALD_DRAIN_WINDOW"] == "33s").then_some(())
+        },
+    )
+    .await;
+}
