@@ -475,6 +475,51 @@ async fn node_count_follows_real_heartbeats_and_channels_reach_running_nodes() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    // A Channel with deletionPolicy Purge takes its history with it.
+    apply(&plane, &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "drops"},
+        "spec": {"cluster": "push", "access": "authenticated", "history": true, "deletionPolicy": "Purge"}}))
+    .await
+    .unwrap();
+    eventually("the purge finalizer", Duration::from_secs(30), || async {
+        let ch = get_json(&plane, &["channel", "drops"]).await?;
+        ch["metadata"]["finalizers"]
+            .as_array()?
+            .iter()
+            .any(|f| f == "herald.dev/purge-history")
+            .then_some(())
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        sync_channels().await;
+        let (status, _) = node
+            .publish(&json!({"channel": "drops", "type": "drop", "data": {"n": 1}}))
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never served drops"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let keys = redis
+        .cli(&["--scan", "--pattern", "herald:{c:drops}*"])
+        .await
+        .unwrap();
+    assert!(keys.contains("herald:{c:drops}:log"), "{keys}");
+    plane
+        .kubectl(["delete", "channel", "drops", "--wait=true", "--timeout=60s"])
+        .await
+        .unwrap();
+    let keys = redis
+        .cli(&["--scan", "--pattern", "herald:{c:drops}*"])
+        .await
+        .unwrap();
+    assert!(keys.trim().is_empty(), "history left behind: {keys}");
+
     // Connections leave: with no stabilization window the cluster shrinks to its minimum.
     drop(clients);
     drop(client);

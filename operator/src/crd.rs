@@ -481,6 +481,21 @@ pub struct ChannelSpec {
     /// Publish rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_rate: Option<PublishRate>,
+    /// What happens to the channel's stored history when the Channel is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What happens to a channel's history when its Channel is deleted.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum DeletionPolicy {
+    /// Leave the history in Redis; it expires with the channel's expiry.
+    #[default]
+    Keep,
+    /// Delete the history (and delivery cursors) from Redis before the Channel goes.
+    Purge,
 }
 
 /// A publish rate limit.

@@ -1,10 +1,12 @@
-//! Live figures of a running cluster, read from the heartbeats its nodes keep in
-//! Redis: connections per node, which the scaler and pod-deletion costs use.
+//! The operator's view into a cluster's Redis: live figures from the heartbeats its
+//! nodes keep (connections per node, for scaling and pod-deletion costs), and purging
+//! a deleted channel's history.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use fred::prelude::*;
+use futures_util::TryStreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde::Deserialize;
@@ -61,6 +63,50 @@ impl StatsReader {
         cluster: &PushCluster,
         secrets: Api<Secret>,
     ) -> Result<Vec<NodeStats>, StatsError> {
+        let client = self.for_cluster(cluster, secrets).await?;
+        tokio::time::timeout(Duration::from_secs(5), read_nodes(&client))
+            .await
+            .map_err(|_| StatsError::Timeout)?
+    }
+
+    /// Deletes every history stream and delivery cursor of `channel`; returns how many
+    /// keys were removed.
+    pub async fn purge_history(
+        &self,
+        cluster: &PushCluster,
+        secrets: Api<Secret>,
+        channel: &str,
+    ) -> Result<u64, StatsError> {
+        let client = self.for_cluster(cluster, secrets).await?;
+        let mut removed = 0;
+        // The channel's own keys, and every per-user key of it (see the node's broker).
+        for pattern in [
+            format!("herald:{{c:{channel}}}*"),
+            format!("herald:{{u:{channel}:*"),
+        ] {
+            let keys: Vec<Key> = if client.is_clustered() {
+                client
+                    .scan_cluster_buffered(pattern, Some(500), None)
+                    .try_collect()
+                    .await?
+            } else {
+                client
+                    .scan_buffered(pattern, Some(500), None)
+                    .try_collect()
+                    .await?
+            };
+            for key in keys {
+                removed += client.del::<u64, _>(key).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn for_cluster(
+        &self,
+        cluster: &PushCluster,
+        secrets: Api<Secret>,
+    ) -> Result<Client, StatsError> {
         let url = match &cluster.spec.redis.url_secret_ref {
             Some(key) => {
                 let secret = secrets
@@ -77,10 +123,7 @@ impl StatsReader {
             }
             None => redis_url(&cluster.spec.redis.addresses),
         };
-        let client = self.client(&url).await?;
-        tokio::time::timeout(Duration::from_secs(5), read_nodes(&client))
-            .await
-            .map_err(|_| StatsError::Timeout)?
+        self.client(&url).await
     }
 
     async fn client(&self, url: &str) -> Result<Client, StatsError> {

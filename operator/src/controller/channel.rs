@@ -1,8 +1,19 @@
-//! The `Channel` reconciler: reports whether a channel is in force. The cluster
-//! reconciler renders channels into the node configuration; this one tells the user,
-//! on the Channel itself, whether its cluster exists and its name is unambiguous.
+//! The `Channel` reconciler: reports whether a channel is in force, and purges its
+//! history on deletion when asked to. The cluster reconciler renders channels into the
+//! node configuration; this one tells the user, on the Channel itself, whether its
+//! cluster exists and its name is unambiguous.
+//!
+//! The only finalizer the operator ever sets is `herald.dev/purge-history`, on
+//! Channels with `deletionPolicy: Purge`, and it can never hold a deletion forever:
+//! without a cluster to reach the history is left to expire, and after
+//! [`PURGE_DEADLINE`] of failed attempts the operator gives up (with a Warning event).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Event, EventType};
+use kube::Resource;
 
 use futures_util::StreamExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -13,7 +24,12 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::{condition, Context, Error, MANAGER};
-use crate::crd::{Channel, ChannelStatus, PushCluster};
+use crate::crd::{Channel, ChannelStatus, DeletionPolicy, PushCluster};
+
+/// Finalizer that makes a Channel's deletion wait for its history purge.
+pub const PURGE_FINALIZER: &str = "herald.dev/purge-history";
+/// How long a deletion retries a failing purge before letting the Channel go.
+pub const PURGE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Reconciles one Channel's status.
 pub async fn reconcile(channel: Arc<Channel>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -38,6 +54,18 @@ async fn reconcile_inner(cached: &Channel, ctx: &Context, ns: &str) -> Result<Ac
         .await?;
     let name = channel.channel_name();
     let api = Api::<Channel>::namespaced(ctx.client.clone(), ns);
+    let has_finalizer = channel.finalizers().iter().any(|f| f == PURGE_FINALIZER);
+    if channel.metadata.deletion_timestamp.is_some() {
+        if has_finalizer {
+            return finish_deletion(channel, cluster.as_ref(), ctx, ns, &name).await;
+        }
+        return Ok(Action::await_change());
+    }
+    match (channel.spec.deletion_policy, has_finalizer) {
+        (DeletionPolicy::Purge, false) => set_finalizer(&api, channel, true).await?,
+        (DeletionPolicy::Keep, true) => set_finalizer(&api, channel, false).await?,
+        _ => {}
+    }
     let rivals: Vec<String> = api
         .list(&ListParams::default())
         .await?
@@ -102,6 +130,102 @@ async fn reconcile_inner(cached: &Channel, ctx: &Context, ns: &str) -> Result<Ac
     )
     .await?;
     Ok(Action::requeue(ctx.resync * 4))
+}
+
+async fn set_finalizer(api: &Api<Channel>, channel: &Channel, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = channel
+        .finalizers()
+        .iter()
+        .filter(|f| *f != PURGE_FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(PURGE_FINALIZER.to_owned());
+    }
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": channel.resource_version()}});
+    api.patch(
+        &channel.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Purges the history of a deleted Channel, then lets it go.
+async fn finish_deletion(
+    channel: &Channel,
+    cluster: Option<&PushCluster>,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Action, Error> {
+    let api = Api::<Channel>::namespaced(ctx.client.clone(), ns);
+    let live_cluster = cluster.filter(|c| c.metadata.deletion_timestamp.is_none());
+    let (type_, reason, note) =
+        match live_cluster {
+            None => (
+                EventType::Warning,
+                "PurgeSkipped",
+                format!(
+                    "PushCluster {} is gone: history of {name:?} is left to expire",
+                    channel.spec.cluster
+                ),
+            ),
+            Some(cluster) => {
+                let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+                match ctx.stats.purge_history(cluster, secrets, name).await {
+                    Ok(removed) => (
+                        EventType::Normal,
+                        "HistoryPurged",
+                        format!("removed {removed} history keys of channel {name:?}"),
+                    ),
+                    Err(e) => {
+                        let waited = channel.metadata.deletion_timestamp.as_ref().map_or(
+                            Duration::ZERO,
+                            |t| {
+                                Duration::try_from(k8s_openapi::jiff::Timestamp::now() - t.0)
+                                    .unwrap_or(Duration::ZERO)
+                            },
+                        );
+                        if waited < PURGE_DEADLINE {
+                            publish(
+                                ctx,
+                                channel,
+                                EventType::Warning,
+                                "PurgeFailed",
+                                e.to_string(),
+                            )
+                            .await;
+                            return Ok(Action::requeue(Duration::from_secs(5)));
+                        }
+                        (
+                            EventType::Warning,
+                            "PurgeAbandoned",
+                            format!(
+                            "could not purge history of {name:?} within {PURGE_DEADLINE:?}: {e}"
+                        ),
+                        )
+                    }
+                }
+            }
+        };
+    publish(ctx, channel, type_, reason, note).await;
+    set_finalizer(&api, channel, false).await?;
+    Ok(Action::await_change())
+}
+
+async fn publish(ctx: &Context, channel: &Channel, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Delete".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &channel.object_ref(&())).await {
+        tracing::debug!(error = %e, "event not recorded");
+    }
 }
 
 /// What to do after a failed reconcile: record it and back off.
