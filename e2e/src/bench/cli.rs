@@ -58,17 +58,25 @@ pub struct Common {
     /// Server protocol.
     #[arg(long, value_enum, default_value_t = TargetKind::Herald, global = true)]
     pub target: TargetKind,
-    /// Server address clients connect to (loopback only).
+    /// Server address(es) clients connect to (loopback only). Several comma-separated node
+    /// addresses spread the clients round-robin over the nodes.
     #[arg(
         long,
         env = "HERALD_ADDR",
         default_value = "127.0.0.1:8080",
+        value_delimiter = ',',
         global = true
     )]
-    pub addr: SocketAddr,
-    /// Publish API address, if it differs from --addr (loopback only).
-    #[arg(long, env = "HERALD_PUBLISH_ADDR", global = true)]
-    pub publish_addr: Option<SocketAddr>,
+    pub addr: Vec<SocketAddr>,
+    /// Publish API address(es), if they differ from --addr (loopback only). Publish requests
+    /// are spread round-robin over them.
+    #[arg(
+        long,
+        env = "HERALD_PUBLISH_ADDR",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub publish_addr: Vec<SocketAddr>,
     /// Shared secret used to sign client JWTs (HS256).
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
@@ -96,10 +104,16 @@ pub struct Common {
     /// The whole run is aborted after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", global = true)]
     pub timeout: Duration,
-    /// Server process id, for reading its memory (VmRSS) before and after connecting.
-    #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
-    /// Pause after connecting before reading memory and starting load.
+    /// Server process id(s), comma-separated: their memory (VmRSS) before and after
+    /// connecting and their CPU time during each publishing step are summed.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub server_pid: Vec<u32>,
+    /// Redis process ids, comma-separated: their CPU time during each publishing step is
+    /// reported per published message and per delivery.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub redis_pids: Vec<u32>,
+    /// Pause after connecting before reading memory and starting load; the CPU the
+    /// --server-pid and --redis-pids processes use meanwhile is reported as their idle use.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s", global = true)]
     pub settle: Duration,
     /// Print one JSON object with every figure on stdout (the table goes to stderr).
@@ -120,7 +134,8 @@ pub struct LoadArgs {
     /// Most publications per request; due publications are batched up to this.
     #[arg(long, default_value_t = 20)]
     pub batch: usize,
-    /// Concurrent publish connections (more than 1 lets the server legitimately reorder).
+    /// Concurrent publish connections per node (more than 1 in all lets the server
+    /// legitimately reorder).
     #[arg(long, default_value_t = 1)]
     pub publish_conns: usize,
     /// After publishing, stop waiting for deliveries once none arrived for this long.
@@ -177,7 +192,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.common.connections, 50);
-        assert_eq!(cli.common.addr.port(), 9);
+        assert_eq!(cli.common.addr.len(), 1);
+        assert_eq!(cli.common.addr[0].port(), 9);
+        assert!(cli.common.server_pid.is_empty() && cli.common.redis_pids.is_empty());
         assert!(cli.common.json);
         match cli.scenario {
             Scenario::Broadcast(l) => {
@@ -188,5 +205,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["herald-bench", "idle", "--source-ips", "0"]).is_err());
+    }
+
+    #[test]
+    fn parses_lists() {
+        let cli = Cli::try_parse_from([
+            "herald-bench",
+            "--addr",
+            "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+            "--server-pid",
+            "10,11,12",
+            "personal",
+            "--redis-pids",
+            "20,21",
+        ])
+        .unwrap();
+        let ports: Vec<u16> = cli.common.addr.iter().map(SocketAddr::port).collect();
+        assert_eq!(ports, [1, 2, 3]);
+        assert!(cli.common.publish_addr.is_empty());
+        assert_eq!(cli.common.server_pid, [10, 11, 12]);
+        assert_eq!(cli.common.redis_pids, [20, 21]);
+        let cli = Cli::try_parse_from(["herald-bench", "--server-pid", "7", "idle"]).unwrap();
+        assert_eq!(cli.common.server_pid, [7]);
+        assert_eq!(cli.common.addr, ["127.0.0.1:8080".parse().unwrap()]);
+        assert!(Cli::try_parse_from(["herald-bench", "--addr", "127.0.0.1:1,x", "idle"]).is_err());
     }
 }

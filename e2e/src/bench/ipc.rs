@@ -5,6 +5,7 @@
 //! Stdin closing means the parent is gone and the worker exits.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,10 @@ pub struct WorkerSpec {
     pub index: usize,
     /// How to build the protocol adapter.
     pub target: TargetSpec,
+    /// Node addresses clients connect to, round-robin by global user index; empty means
+    /// `target.ws_addr` only.
+    #[serde(default)]
+    pub ws_addrs: Vec<SocketAddr>,
     /// Stream clients subscribe to.
     pub stream: Stream,
     /// Global index of the first user this worker connects.

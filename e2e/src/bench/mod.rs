@@ -16,12 +16,14 @@
 //! - [`pool`]: the parent-process side (spawns workers, fans commands out, gathers results).
 //! - [`ramp`]: the rate search used by `--find-max`.
 //! - [`rss`]: reading a server's resident memory from `/proc`.
+//! - [`cpu`]: reading processes' CPU time from `/proc` (server nodes, Redis).
 //! - [`report`]: the figures, their table and their JSON line.
 //! - [`run`]: the orchestration of a whole scenario.
 
 pub mod adapter;
 pub mod cli;
 pub mod client;
+pub mod cpu;
 pub mod ipc;
 pub mod net;
 pub mod payload;

@@ -37,7 +37,7 @@ pub struct PublishPlan {
     pub duration: Duration,
     /// Largest batch per request (capped by the adapter).
     pub batch: usize,
-    /// Concurrent HTTP connections.
+    /// Concurrent HTTP connections per node.
     pub connections: usize,
     /// Personal recipients, served round-robin; ignored for broadcast.
     pub recipients: Arc<Vec<String>>,
@@ -114,19 +114,32 @@ fn due_batches(rate: f64, elapsed: Duration, total: u64, next: &mut u64, max: u6
     out
 }
 
-/// Publishes according to `plan` to the server at `addr`.
+/// The address each publish connection talks to: `per_node` connections to every node,
+/// interleaved so that consecutive requests go to different nodes.
+fn connection_addrs(addrs: &[SocketAddr], per_node: usize) -> Vec<SocketAddr> {
+    (0..per_node.max(1))
+        .flat_map(|_| addrs.iter().copied())
+        .collect()
+}
+
+/// Publishes according to `plan` to the server node(s) at `addrs`: `plan.connections`
+/// connections per node, requests spread round-robin over all of them.
 pub async fn publish(
     target: Arc<dyn Target>,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     plan: &PublishPlan,
 ) -> Result<PublishOutcome> {
     let total = plan.total();
     let max_batch = plan.batch.clamp(1, target.max_batch()) as u64;
-    let conns = plan.connections.max(1);
+    let conn_addrs = connection_addrs(addrs, plan.connections);
+    if conn_addrs.is_empty() {
+        anyhow::bail!("no publish address");
+    }
+    let conns = conn_addrs.len();
 
     let mut senders = Vec::with_capacity(conns);
     let mut tasks = Vec::with_capacity(conns);
-    for _ in 0..conns {
+    for addr in conn_addrs {
         let (tx, rx) = mpsc::channel::<Batch>(2);
         senders.push(tx);
         tasks.push(tokio::spawn(send_loop(
@@ -289,6 +302,16 @@ mod tests {
             }]
         );
         assert!(due_batches(1000.0, Duration::from_secs(10), 100, &mut next, 10).is_empty());
+    }
+
+    #[test]
+    fn spreads_connections_over_nodes() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        assert_eq!(connection_addrs(&[a], 1), [a]);
+        assert_eq!(connection_addrs(&[a], 0), [a]);
+        assert_eq!(connection_addrs(&[a, b], 2), [a, b, a, b]);
+        assert!(connection_addrs(&[], 2).is_empty());
     }
 
     #[test]

@@ -18,8 +18,10 @@ pub struct Report {
     pub scenario: &'static str,
     /// Protocol adapter name.
     pub target: &'static str,
-    /// Server address.
+    /// Server address(es), comma-separated.
     pub addr: String,
+    /// Server nodes the clients were spread over.
+    pub nodes: usize,
     /// Connections requested.
     pub connections: u64,
     /// Worker processes used.
@@ -28,7 +30,7 @@ pub struct Report {
     pub source_ips: u8,
     /// Connection phase.
     pub connect: ConnectFigures,
-    /// Server memory, when --server-pid was given.
+    /// Server memory (summed over every --server-pid), when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryFigures>,
     /// Fixed-rate load (broadcast / personal without --find-max).
@@ -61,11 +63,13 @@ pub struct ConnectFigures {
 /// Server memory figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryFigures {
-    /// Server process id.
+    /// First server process id.
     pub server_pid: u32,
-    /// VmRSS before connecting, bytes.
+    /// Every server process id whose memory is summed.
+    pub server_pids: Vec<u32>,
+    /// VmRSS before connecting, bytes (sum over the processes).
     pub baseline_bytes: u64,
-    /// VmRSS after connecting and settling, bytes.
+    /// VmRSS after connecting and settling, bytes (sum over the processes).
     pub after_bytes: u64,
     /// (after − baseline) / connected clients, bytes.
     pub per_conn_bytes: f64,
@@ -127,9 +131,84 @@ pub struct LoadFigures {
     pub deliveries_per_s: f64,
     /// Publish-to-deliver latency.
     pub latency: LatencySummary,
+    /// CPU used by the server and Redis processes during the step, when their pids were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuFigures>,
     /// `--find-max`: why the step failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+}
+
+/// CPU time used during one load step, from `/proc/<pid>/stat` read right before publishing
+/// and again once the deliveries have drained.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuFigures {
+    /// Wall time between the two readings, seconds.
+    pub window_s: f64,
+    /// The server nodes (--server-pid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ProcessCpu>,
+    /// Redis (--redis-pids).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<ProcessCpu>,
+}
+
+/// CPU used by a group of processes during one load step.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessCpu {
+    /// The processes, whose CPU time is summed.
+    pub pids: Vec<u32>,
+    /// User + system CPU seconds used during the window.
+    pub cpu_s: f64,
+    /// `cpu_s / window_s`: cores kept busy on average.
+    pub cores: f64,
+    /// Cores kept busy while no load ran (measured over `--settle` after connecting).
+    pub idle_cores: Option<f64>,
+    /// CPU µs per accepted publication.
+    pub us_per_publish: f64,
+    /// Same, minus the idle use over the window.
+    pub net_us_per_publish: Option<f64>,
+    /// CPU µs per delivery (= CPU seconds per million deliveries).
+    pub us_per_delivery: f64,
+    /// CPU seconds per million deliveries.
+    pub cpu_s_per_million_deliveries: f64,
+}
+
+impl ProcessCpu {
+    /// Figures for `cpu_s` CPU seconds used over `window_s` for `published` accepted
+    /// publications and `delivered` deliveries.
+    pub fn new(
+        pids: Vec<u32>,
+        cpu_s: f64,
+        window_s: f64,
+        idle_cores: Option<f64>,
+        published: u64,
+        delivered: u64,
+    ) -> Self {
+        let per = |cpu: f64, count: u64| {
+            if count > 0 {
+                cpu * 1e6 / count as f64
+            } else {
+                0.0
+            }
+        };
+        let per_delivery = per(cpu_s, delivered);
+        Self {
+            pids,
+            cpu_s,
+            cores: if window_s > 0.0 {
+                cpu_s / window_s
+            } else {
+                0.0
+            },
+            idle_cores,
+            us_per_publish: per(cpu_s, published),
+            net_us_per_publish: idle_cores
+                .map(|idle| per((cpu_s - idle * window_s).max(0.0), published)),
+            us_per_delivery: per_delivery,
+            cpu_s_per_million_deliveries: per_delivery,
+        }
+    }
 }
 
 /// `--find-max` outcome.
@@ -182,6 +261,63 @@ fn load_lines(out: &mut String, l: &LoadFigures) {
         "throughput", l.deliveries_per_s
     );
     let _ = writeln!(out, "  {:<12}{}", "latency", ms(&l.latency));
+    if let Some(cpu) = &l.cpu {
+        cpu_lines(out, cpu);
+    }
+}
+
+fn idle(p: &ProcessCpu) -> String {
+    p.idle_cores
+        .map_or_else(String::new, |i| format!(" (idle {i:.3})"))
+}
+
+fn cpu_lines(out: &mut String, cpu: &CpuFigures) {
+    if let Some(s) = &cpu.server {
+        let _ = writeln!(
+            out,
+            "  {:<12}{} pid(s): {:.2} CPU-s over {:.1} s = {:.2} cores{}; {:.2} CPU-s per million deliveries",
+            "server cpu",
+            s.pids.len(),
+            s.cpu_s,
+            cpu.window_s,
+            s.cores,
+            idle(s),
+            s.cpu_s_per_million_deliveries
+        );
+    }
+    if let Some(r) = &cpu.redis {
+        let net = r
+            .net_us_per_publish
+            .map_or_else(String::new, |n| format!(" ({n:.2} net of idle)"));
+        let _ = writeln!(
+            out,
+            "  {:<12}{} pid(s): {:.2} CPU-s over {:.1} s = {:.2} cores{}; {:.2} µs per published message{net}, {:.4} µs per delivery",
+            "redis cpu",
+            r.pids.len(),
+            r.cpu_s,
+            cpu.window_s,
+            r.cores,
+            idle(r),
+            r.us_per_publish,
+            r.us_per_delivery
+        );
+    }
+}
+
+/// Short CPU columns for a find-max step row.
+fn cpu_cells(cpu: Option<&CpuFigures>) -> String {
+    let mut cells = String::new();
+    if let Some(s) = cpu.and_then(|c| c.server.as_ref()) {
+        let _ = write!(
+            cells,
+            "  srv {:>7.2} CPU-s/M",
+            s.cpu_s_per_million_deliveries
+        );
+    }
+    if let Some(r) = cpu.and_then(|c| c.redis.as_ref()) {
+        let _ = write!(cells, "  redis {:>7.2} µs/pub", r.us_per_publish);
+    }
+    cells
 }
 
 impl Report {
@@ -189,11 +325,15 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let c = &self.connect;
-        let _ =
-            writeln!(
+        let _ = writeln!(
             out,
             "herald-bench {} — target {} at {} — {} connections, {} process(es), {} source IP(s)",
-            self.scenario, self.target, self.addr, self.connections, self.processes, self.source_ips
+            self.scenario,
+            self.target,
+            self.addr,
+            self.connections,
+            self.processes,
+            self.source_ips
         );
         let _ = writeln!(
             out,
@@ -219,7 +359,11 @@ impl Report {
                 out,
                 "  {:<12}server pid {} RSS {} -> {} = {:.2} KiB/conn ({:.0} B)",
                 "memory",
-                m.server_pid,
+                m.server_pids
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join("+"),
                 mib(m.baseline_bytes),
                 mib(m.after_bytes),
                 m.per_conn_kib,
@@ -234,12 +378,13 @@ impl Report {
             for s in &f.steps {
                 let _ = writeln!(
                     out,
-                    "    {:>10.1}/s  {:>12.0} deliv/s  p50 {:>8.2} ms  p99 {:>8.2} ms  lost {:>8}  {}",
+                    "    {:>10.1}/s  {:>12.0} deliv/s  p50 {:>8.2} ms  p99 {:>8.2} ms  lost {:>8}{}  {}",
                     s.target_rate,
                     s.deliveries_per_s,
                     s.latency.p50_ms,
                     s.latency.p99_ms,
                     s.lost,
+                    cpu_cells(s.cpu.as_ref()),
                     s.failure.as_deref().unwrap_or("ok")
                 );
             }
@@ -306,6 +451,7 @@ mod tests {
                 p99_ms: 1.5,
                 ..LatencySummary::default()
             },
+            cpu: None,
             failure: failure.map(Into::into),
         }
     }
@@ -316,6 +462,7 @@ mod tests {
             scenario: "broadcast",
             target: "herald",
             addr: "127.0.0.1:1".into(),
+            nodes: 1,
             connections: 10,
             processes: 1,
             source_ips: 1,
@@ -326,6 +473,7 @@ mod tests {
             },
             memory: Some(MemoryFigures {
                 server_pid: 1,
+                server_pids: vec![1],
                 baseline_bytes: 1 << 20,
                 after_bytes: 2 << 20,
                 per_conn_bytes: 104_857.6,
@@ -359,6 +507,51 @@ mod tests {
     }
 
     #[test]
+    fn cpu_per_publish_and_delivery() {
+        // 2 CPU-s over 10 s for 1000 publications delivered 100,000 times, 0.05 cores idle.
+        let p = ProcessCpu::new(vec![1, 2], 2.0, 10.0, Some(0.05), 1000, 100_000);
+        assert!((p.cores - 0.2).abs() < 1e-9);
+        assert!((p.us_per_publish - 2000.0).abs() < 1e-9);
+        assert!((p.net_us_per_publish.unwrap() - 1500.0).abs() < 1e-9);
+        assert!((p.us_per_delivery - 20.0).abs() < 1e-9);
+        assert_eq!(p.cpu_s_per_million_deliveries, p.us_per_delivery);
+        let none = ProcessCpu::new(vec![1], 1.0, 0.0, None, 0, 0);
+        assert_eq!((none.cores, none.us_per_publish), (0.0, 0.0));
+        assert_eq!(none.net_us_per_publish, None);
+        // Idle larger than the measured use never goes negative.
+        let quiet = ProcessCpu::new(vec![1], 0.1, 10.0, Some(1.0), 10, 10);
+        assert_eq!(quiet.net_us_per_publish, Some(0.0));
+
+        let mut l = load(10.0, None);
+        l.cpu = Some(CpuFigures {
+            window_s: 10.0,
+            server: Some(ProcessCpu::new(
+                vec![1, 2, 3],
+                3.0,
+                10.0,
+                None,
+                1000,
+                1_000_000,
+            )),
+            redis: Some(p),
+        });
+        let mut table = String::new();
+        load_lines(&mut table, &l);
+        assert!(
+            table.contains("3.00 CPU-s per million deliveries"),
+            "{table}"
+        );
+        assert!(
+            table.contains("2000.00 µs per published message"),
+            "{table}"
+        );
+        assert!(cpu_cells(l.cpu.as_ref()).contains("µs/pub"));
+        let v: serde_json::Value = serde_json::to_value(&l).unwrap();
+        assert_eq!(v["cpu"]["redis"]["pids"][1], 2);
+        assert_eq!(v["cpu"]["server"]["cpu_s_per_million_deliveries"], 3.0);
+    }
+
+    #[test]
     fn accepted_publishes_mean_success() {
         let mut l = load(10.0, None);
         l.publish.accepted = 1;
@@ -366,6 +559,7 @@ mod tests {
             scenario: "broadcast",
             target: "herald",
             addr: String::new(),
+            nodes: 1,
             connections: 1,
             processes: 1,
             source_ips: 1,

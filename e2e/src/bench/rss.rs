@@ -9,6 +9,15 @@ pub fn of_pid(pid: u32) -> Result<u64> {
     read(&format!("/proc/{pid}/status"))
 }
 
+/// Resident set sizes of all of `pids` added up, in bytes.
+pub fn sum_of(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for &pid in pids {
+        total += of_pid(pid)?;
+    }
+    Ok(total)
+}
+
 /// Resident set size of the calling process in bytes.
 pub fn of_self() -> Result<u64> {
     read("/proc/self/status")
@@ -45,6 +54,8 @@ mod tests {
     #[test]
     fn reads_own_rss() {
         assert!(of_self().unwrap() > 0);
-        assert!(of_pid(std::process::id()).unwrap() > 0);
+        let me = std::process::id();
+        assert!(of_pid(me).unwrap() > 0);
+        assert!(sum_of(&[me, me]).unwrap() >= of_pid(me).unwrap());
     }
 }

@@ -1,7 +1,11 @@
 //! Orchestration of one scenario from the parent process: size the run, start workers,
 //! connect, read server memory, drive publishing steps (fixed rate or `--find-max`),
-//! and assemble the [`Report`].
+//! read the server's and Redis's CPU time around each step, and assemble the [`Report`].
+//!
+//! With several node addresses, user `i` connects to node `i % nodes` and publish requests
+//! go round-robin over the nodes (or over `--publish-addr`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,22 +20,30 @@ use super::pool::Pool;
 use super::publisher::{self, PublishOutcome, PublishPlan};
 use super::ramp::{judge, Limits, RateSearch, StepFigures};
 use super::report::{
-    ConnectFigures, FindMaxFigures, LoadFigures, MemoryFigures, PublishFigures, Report,
+    ConnectFigures, CpuFigures, FindMaxFigures, LoadFigures, MemoryFigures, ProcessCpu,
+    PublishFigures, Report,
 };
-use super::rss;
 use super::stats::{tally_error, LatencyHist, RunTotals};
+use super::{cpu, rss};
 
 /// Ephemeral ports one source address offers (Linux default range 32768–60999).
 const PORTS_PER_SOURCE_IP: usize = 28_000;
 /// How often the parent polls delivery progress while draining.
 const PROGRESS_POLL: Duration = Duration::from_millis(100);
+/// Shortest `--settle` over which the idle CPU use of the watched processes is measured.
+const MIN_IDLE_WINDOW: Duration = Duration::from_secs(1);
 /// Smallest acceptable achieved/target publish ratio in `--find-max`.
 const MIN_PUBLISH_RATIO: f64 = 0.95;
 
 /// Runs `scenario` and returns its figures.
 pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
-    let ws_addr = ensure_loopback(common.addr)?;
-    let publish_addr = ensure_loopback(common.publish_addr.unwrap_or(ws_addr))?;
+    let ws_addrs = loopback_list(&common.addr)?;
+    let publish_addrs = if common.publish_addr.is_empty() {
+        ws_addrs.clone()
+    } else {
+        loopback_list(&common.publish_addr)?
+    };
+    let (ws_addr, publish_addr) = (ws_addrs[0], publish_addrs[0]);
     let (stream, load) = match scenario {
         Scenario::Connect | Scenario::Idle => (Stream::Broadcast, None),
         Scenario::Broadcast(l) => (Stream::Broadcast, Some(l)),
@@ -42,7 +54,7 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
     if n == 0 {
         bail!("--connections must be at least 1");
     }
-    if matches!(scenario, Scenario::Idle) && common.server_pid.is_none() {
+    if matches!(scenario, Scenario::Idle) && common.server_pid.is_empty() {
         bail!("idle measures server memory: pass --server-pid");
     }
     if load.is_some() && common.api_key.is_none() {
@@ -80,6 +92,7 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
         .map(|(index, (first_user, users))| WorkerSpec {
             index,
             target: spec.clone(),
+            ws_addrs: ws_addrs.clone(),
             stream,
             first_user,
             users,
@@ -91,9 +104,22 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
         })
         .collect();
 
-    let baseline = common.server_pid.map(rss::of_pid).transpose()?;
+    let server_pids = &common.server_pid;
+    let baseline = if server_pids.is_empty() {
+        None
+    } else {
+        Some(rss::sum_of(server_pids)?)
+    };
+    let mut watch = CpuWatch {
+        server_pids: server_pids.clone(),
+        redis_pids: common.redis_pids.clone(),
+        ..CpuWatch::default()
+    };
+    // Fail before connecting when a pid cannot be read.
+    watch.read()?;
     eprintln!(
-        "herald-bench: connecting {n} clients ({processes} process(es), {source_ips} source IP(s))"
+        "herald-bench: connecting {n} clients to {} node(s) ({processes} process(es), {source_ips} source IP(s))",
+        ws_addrs.len()
     );
     let mut pool = Pool::spawn(specs).await?;
     let started = Instant::now();
@@ -106,16 +132,30 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
     if connect.ok == 0 {
         bail!("no client connected: {:?}", connect.errors);
     }
+    let settle_start = watch.read()?;
     tokio::time::sleep(common.settle).await;
-    let memory = match (common.server_pid, baseline) {
-        (Some(pid), Some(base)) => Some(memory_figures(pid, base, rss::of_pid(pid)?, connect.ok)),
-        _ => None,
+    if let (Some(from), Some(to)) = (settle_start, watch.read()?) {
+        watch.set_idle(&from, &to);
+    }
+    let memory = match baseline {
+        Some(base) => Some(memory_figures(
+            server_pids,
+            base,
+            rss::sum_of(server_pids)?,
+            connect.ok,
+        )),
+        None => None,
     };
 
     let mut report = Report {
         scenario: scenario.name(),
         target: target.name(),
-        addr: ws_addr.to_string(),
+        addr: ws_addrs
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        nodes: ws_addrs.len(),
         connections: n as u64,
         processes,
         source_ips,
@@ -135,9 +175,10 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
         let mut ctx = LoadRunner {
             pool: &mut pool,
             target,
-            publish_addr,
+            publish_addrs,
             stream,
             args,
+            watch,
             recipients: Arc::new(recipients),
             next_run: 1,
         };
@@ -156,6 +197,14 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
     }
     pool.shutdown().await;
     Ok(report)
+}
+
+/// Checks that every address is loopback and that there is at least one.
+fn loopback_list(addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>> {
+    if addrs.is_empty() {
+        bail!("no server address given");
+    }
+    addrs.iter().map(|&a| ensure_loopback(a)).collect()
 }
 
 fn millis(d: Duration) -> u64 {
@@ -223,11 +272,12 @@ fn per_second(count: u64, over: Duration) -> f64 {
     }
 }
 
-/// Memory per connection from two RSS readings.
-pub fn memory_figures(pid: u32, baseline: u64, after: u64, connections: u64) -> MemoryFigures {
+/// Memory per connection from two RSS readings (each summed over `pids`).
+pub fn memory_figures(pids: &[u32], baseline: u64, after: u64, connections: u64) -> MemoryFigures {
     let per_conn = (after as f64 - baseline as f64) / connections.max(1) as f64;
     MemoryFigures {
-        server_pid: pid,
+        server_pid: pids.first().copied().unwrap_or_default(),
+        server_pids: pids.to_vec(),
         baseline_bytes: baseline,
         after_bytes: after,
         per_conn_bytes: per_conn,
@@ -235,13 +285,85 @@ pub fn memory_figures(pid: u32, baseline: u64, after: u64, connections: u64) -> 
     }
 }
 
+/// CPU seconds used so far by the watched process groups, at one instant.
+#[derive(Debug, Clone, Copy)]
+struct CpuReading {
+    at: Instant,
+    server_s: f64,
+    redis_s: f64,
+}
+
+/// The processes whose CPU time each load step measures, and their idle use.
+#[derive(Debug, Clone, Default)]
+struct CpuWatch {
+    server_pids: Vec<u32>,
+    redis_pids: Vec<u32>,
+    /// Cores busy during `--settle` (no load): server, Redis.
+    idle: Option<(f64, f64)>,
+}
+
+impl CpuWatch {
+    /// Reads every watched process; `None` when nothing is watched.
+    fn read(&self) -> Result<Option<CpuReading>> {
+        if self.server_pids.is_empty() && self.redis_pids.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(CpuReading {
+            at: Instant::now(),
+            server_s: cpu::seconds_of(&self.server_pids).context("server CPU time")?,
+            redis_s: cpu::seconds_of(&self.redis_pids).context("Redis CPU time")?,
+        }))
+    }
+
+    /// Records the use between two readings taken while no load ran (ignored when they are
+    /// less than a second apart: `/proc` counts in clock ticks, usually 10 ms).
+    fn set_idle(&mut self, from: &CpuReading, to: &CpuReading) {
+        let secs = to.at.duration_since(from.at).as_secs_f64();
+        if secs >= MIN_IDLE_WINDOW.as_secs_f64() {
+            self.idle = Some((
+                (to.server_s - from.server_s) / secs,
+                (to.redis_s - from.redis_s) / secs,
+            ));
+        }
+    }
+
+    /// Figures for a step between two readings.
+    fn figures(
+        &self,
+        from: &CpuReading,
+        to: &CpuReading,
+        published: u64,
+        delivered: u64,
+    ) -> CpuFigures {
+        let window_s = to.at.duration_since(from.at).as_secs_f64();
+        let group = |pids: &[u32], used: f64, idle: Option<f64>| {
+            (!pids.is_empty())
+                .then(|| ProcessCpu::new(pids.to_vec(), used, window_s, idle, published, delivered))
+        };
+        CpuFigures {
+            window_s,
+            server: group(
+                &self.server_pids,
+                to.server_s - from.server_s,
+                self.idle.map(|i| i.0),
+            ),
+            redis: group(
+                &self.redis_pids,
+                to.redis_s - from.redis_s,
+                self.idle.map(|i| i.1),
+            ),
+        }
+    }
+}
+
 /// Drives publishing steps against the connected workers.
 struct LoadRunner<'a> {
     pool: &'a mut Pool,
     target: Arc<dyn Target>,
-    publish_addr: std::net::SocketAddr,
+    publish_addrs: Vec<SocketAddr>,
     stream: Stream,
     args: &'a LoadArgs,
+    watch: CpuWatch,
     recipients: Arc<Vec<String>>,
     next_run: u32,
 }
@@ -271,13 +393,15 @@ impl LoadRunner<'_> {
             "herald-bench: run {run}: {} publishes at {rate:.1}/s to {clients} clients",
             plan.total()
         );
+        let cpu_before = self.watch.read()?;
         let publish_start = now_micros();
-        let outcome = publisher::publish(self.target.clone(), self.publish_addr, &plan).await?;
+        let outcome = publisher::publish(self.target.clone(), &self.publish_addrs, &plan).await?;
         let expected = match self.stream {
             Stream::Broadcast => outcome.accepted * clients,
             Stream::Personal => outcome.accepted,
         };
         self.drain(expected).await?;
+        let cpu_after = self.watch.read()?;
         let mut totals = RunTotals::default();
         for event in self.pool.ask(&Command::Collect).await? {
             match event {
@@ -285,14 +409,14 @@ impl LoadRunner<'_> {
                 other => bail!("unexpected worker answer to collect: {other:?}"),
             }
         }
-        Ok(load_figures(
-            &plan,
-            &outcome,
-            clients,
-            expected,
-            &totals,
-            publish_start,
-        ))
+        let mut figures = load_figures(&plan, &outcome, clients, expected, &totals, publish_start);
+        if let (Some(from), Some(to)) = (cpu_before, cpu_after) {
+            figures.cpu = Some(
+                self.watch
+                    .figures(&from, &to, outcome.accepted, figures.received),
+            );
+        }
+        Ok(figures)
     }
 
     /// Waits until every expected delivery arrived or none arrived for `--drain`.
@@ -364,6 +488,7 @@ fn load_figures(
             0.0
         },
         latency: totals.latency.summary(),
+        cpu: None,
         failure: None,
     }
 }
@@ -457,10 +582,58 @@ mod tests {
 
     #[test]
     fn memory_per_connection() {
-        let m = memory_figures(7, 10 << 20, 30 << 20, 1024);
+        let m = memory_figures(&[7], 10 << 20, 30 << 20, 1024);
         assert_eq!(m.per_conn_bytes, 20.0 * 1024.0);
         assert_eq!(m.per_conn_kib, 20.0);
-        assert!(memory_figures(7, 100, 50, 10).per_conn_bytes < 0.0);
+        assert_eq!((m.server_pid, m.server_pids.as_slice()), (7, &[7][..]));
+        assert!(memory_figures(&[7], 100, 50, 10).per_conn_bytes < 0.0);
+        let m = memory_figures(&[7, 8, 9], 3 << 20, 6 << 20, 3);
+        assert_eq!((m.server_pid, m.server_pids.len()), (7, 3));
+        assert_eq!(m.per_conn_bytes, 1024.0 * 1024.0);
+    }
+
+    #[test]
+    fn addresses_must_be_loopback() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:2".parse().unwrap();
+        assert_eq!(loopback_list(&[a, b]).unwrap(), [a, b]);
+        assert!(loopback_list(&[]).is_err());
+        assert!(loopback_list(&[a, "10.0.0.1:1".parse().unwrap()]).is_err());
+    }
+
+    #[test]
+    fn cpu_figures_from_readings() {
+        let mut watch = CpuWatch {
+            server_pids: vec![1, 2, 3],
+            redis_pids: vec![4, 5],
+            idle: None,
+        };
+        let t0 = Instant::now();
+        let at = |secs: u64, server_s, redis_s| CpuReading {
+            at: t0 + Duration::from_secs(secs),
+            server_s,
+            redis_s,
+        };
+        watch.set_idle(&at(0, 1.0, 2.0), &at(2, 1.2, 2.1));
+        let (idle_server, idle_redis) = watch.idle.unwrap();
+        let mut short = CpuWatch::default();
+        short.set_idle(&at(0, 1.0, 2.0), &at(0, 1.2, 2.1));
+        assert!(short.idle.is_none());
+        assert!((idle_server - 0.1).abs() < 1e-9 && (idle_redis - 0.05).abs() < 1e-9);
+        let f = watch.figures(&at(10, 5.0, 3.0), &at(20, 8.0, 3.6), 1000, 3_000_000);
+        assert_eq!(f.window_s, 10.0);
+        let server = f.server.unwrap();
+        assert_eq!(server.pids, [1, 2, 3]);
+        assert!((server.cpu_s_per_million_deliveries - 1.0).abs() < 1e-9);
+        let redis = f.redis.unwrap();
+        assert!((redis.us_per_publish - 600.0).abs() < 1e-9);
+        assert!((redis.net_us_per_publish.unwrap() - 100.0).abs() < 1e-9);
+        watch.server_pids.clear();
+        assert!(watch
+            .figures(&at(0, 0.0, 0.0), &at(1, 0.0, 0.0), 1, 1)
+            .server
+            .is_none());
+        assert!(CpuWatch::default().read().unwrap().is_none());
     }
 
     #[test]

@@ -81,13 +81,7 @@ async fn session(
     lines: &mut Lines<BufReader<Stdin>>,
     out: &mut Stdout,
 ) -> Result<()> {
-    let target = spec.target.build()?;
-    let cfg = ClientConfig {
-        target,
-        ws_addr: spec.target.ws_addr,
-        stream: spec.stream,
-        ws_config: small_ws_config(),
-    };
+    let cfgs = client_configs(&spec)?;
     let recorder = Arc::new(Recorder::default());
     send(out, &Event::Hello).await?;
 
@@ -95,7 +89,7 @@ async fn session(
         let command: Command =
             serde_json::from_str(&line).with_context(|| format!("bad command {line:?}"))?;
         let event = match command {
-            Command::Connect => Event::Connected(connect_all(&spec, &cfg, &recorder).await),
+            Command::Connect => Event::Connected(connect_all(&spec, &cfgs, &recorder).await),
             Command::Start { run } => {
                 recorder.start(run);
                 Event::Started {
@@ -117,10 +111,33 @@ async fn session(
     Ok(())
 }
 
+/// One client configuration per node address (at least one).
+fn client_configs(spec: &WorkerSpec) -> Result<Vec<ClientConfig>> {
+    let addrs = if spec.ws_addrs.is_empty() {
+        vec![spec.target.ws_addr]
+    } else {
+        spec.ws_addrs.clone()
+    };
+    addrs
+        .into_iter()
+        .map(|ws_addr| {
+            let mut target = spec.target.clone();
+            target.ws_addr = ws_addr;
+            Ok(ClientConfig {
+                target: target.build()?,
+                ws_addr,
+                stream: spec.stream,
+                ws_config: small_ws_config(),
+            })
+        })
+        .collect()
+}
+
 /// Opens this worker's connections with bounded concurrency; each live one gets a reader task.
+/// User `i` (global index) connects to node `i % cfgs.len()`.
 async fn connect_all(
     spec: &WorkerSpec,
-    cfg: &ClientConfig,
+    cfgs: &[ClientConfig],
     recorder: &Arc<Recorder>,
 ) -> ConnectReport {
     let started = Instant::now();
@@ -147,7 +164,7 @@ async fn connect_all(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let cfg = cfg.clone();
+        let cfg = cfgs[global % cfgs.len()].clone();
         let recorder = recorder.clone();
         let user = user_name(&spec.user_prefix, global);
         let source = source_ip(global, spec.source_ips);
