@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use herald_e2e::fixture::kube::ControlPlane;
+use herald_e2e::fixture::eventually;
+use herald_e2e::fixture::kube::{apply, get_json, ControlPlane};
 use herald_e2e::fixture::node::{TestNode, API_KEY, SECRET};
 use herald_e2e::fixture::operator::OperatorProcess;
 use herald_e2e::fixture::redis::RedisServer;
@@ -35,39 +36,6 @@ async fn plane_with_crds() -> ControlPlane {
         .await
         .expect("CRDs established");
     plane
-}
-
-async fn apply(plane: &ControlPlane, manifest: &Value) -> anyhow::Result<String> {
-    plane
-        .kubectl_stdin(["apply", "-f", "-"], &manifest.to_string())
-        .await
-}
-
-async fn get_json(plane: &ControlPlane, args: &[&str]) -> Option<Value> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let out = plane.kubectl(all).await.ok()?;
-    serde_json::from_str(&out).ok()
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, failing after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn secret(ns: &str, redis_url: &str) -> Value {

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use herald_e2e::fixture::kube::{bin_dir, ControlPlane, KUBECTL_TIMEOUT};
+use herald_e2e::fixture::eventually;
+use herald_e2e::fixture::kube::{apply, bin_dir, get_json, ControlPlane, KUBECTL_TIMEOUT};
 use herald_e2e::fixture::node::{API_KEY, SECRET};
 use herald_e2e::fixture::operator::OperatorProcess;
 use herald_e2e::fixture::redis::RedisServer;
@@ -27,41 +28,6 @@ const WAIT: Duration = Duration::from_secs(45);
 
 fn repo_path(relative: &str) -> String {
     format!("{}/../{relative}", env!("CARGO_MANIFEST_DIR"))
-}
-
-async fn apply(plane: &ControlPlane, manifest: &Value) -> anyhow::Result<String> {
-    plane
-        .kubectl_stdin(["apply", "-f", "-"], &manifest.to_string())
-        .await
-}
-
-/// `kubectl get ARGS -o json` as the admin; `None` when it fails (e.g. not found yet).
-async fn get_json(plane: &ControlPlane, args: &[&str]) -> Option<Value> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let out = plane.kubectl(all).await.ok()?;
-    serde_json::from_str(&out).ok()
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, failing after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what} (a 403 shows in the operator's log; \
-             refused Events only with HERALD_TEST_LOG=info,herald_operator=debug)"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// `kubectl` with another identity's kubeconfig (the fixture's own `kubectl` is the admin).
