@@ -1,0 +1,69 @@
+"""Settings of the legacy push peer: the Channels part of the legacy Django backend only.
+
+No database, sessions, templates or admin: the legacy consumer authenticates from the JWT
+alone, and the benchmark needs nothing else. Everything deployment-specific comes from the
+environment (see asgi.py for the full list and the start command).
+"""
+
+import os
+
+
+def _require(name):
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"{name} must be set")
+    return value
+
+
+SECRET_KEY = _require("LEGACY_DJANGO_SECRET")
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "channels",
+    "notifications",
+]
+MIDDLEWARE = []
+ROOT_URLCONF = "legacy_push.urls"
+ASGI_APPLICATION = "legacy_push.asgi.application"
+DATABASES = {}
+USE_TZ = True
+
+# HS256 secret shared with the issuer of the browsers' JWTs, and the key backend code uses to
+# reach the publish endpoint.
+JWT_SECRET = _require("LEGACY_JWT_SECRET")
+PUSH_API_KEY = _require("LEGACY_API_KEY")
+
+# The legacy channel layer: channels_redis against one standalone Redis. The legacy
+# configuration only names the host, so the library defaults apply; they are spelled out
+# here because they are what the benchmark measures. Every consumer's channel holds at most
+# `capacity` undelivered messages; group_send drops (and only logs) a message for each member
+# channel that is full, and messages older than `expiry` seconds are discarded.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [
+                (
+                    os.environ.get("LEGACY_REDIS_HOST", "127.0.0.1"),
+                    int(os.environ.get("LEGACY_REDIS_PORT", "6379")),
+                )
+            ],
+            "capacity": int(os.environ.get("LEGACY_CHANNEL_CAPACITY", "100")),
+            "expiry": 60,
+            "group_expiry": 86400,
+        },
+    },
+}
+
+# channels_redis's "N of M channels over capacity in group G" lines (logged at INFO) are the
+# only trace of messages the layer dropped: send them to stderr. Everything else keeps
+# daphne's logging (INFO, including "Listening on TCP address HOST:PORT").
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "channels_redis.core": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
