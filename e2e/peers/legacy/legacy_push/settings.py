@@ -28,6 +28,7 @@ ROOT_URLCONF = "legacy_push.urls"
 ASGI_APPLICATION = "legacy_push.asgi.application"
 DATABASES = {}
 USE_TZ = True
+TIME_ZONE = "UTC"
 
 # HS256 secret shared with the issuer of the browsers' JWTs, and the key backend code uses to
 # reach the publish endpoint.
@@ -39,15 +40,21 @@ PUSH_API_KEY = _require("LEGACY_API_KEY")
 # here because they are what the benchmark measures. Every consumer's channel holds at most
 # `capacity` undelivered messages; group_send drops (and only logs) a message for each member
 # channel that is full, and messages older than `expiry` seconds are discarded.
+#
+# `max_connections` is not a legacy setting but restores legacy behaviour: the legacy
+# channels_redis 2.4 opened Redis connections on demand, while today's redis-py pool stops at
+# 100 and then fails the command, so a burst of connecting browsers (three group_add calls
+# each) would get HTTP 500s that the legacy service never produced.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             "hosts": [
-                (
-                    os.environ.get("LEGACY_REDIS_HOST", "127.0.0.1"),
-                    int(os.environ.get("LEGACY_REDIS_PORT", "6379")),
-                )
+                {
+                    "host": os.environ.get("LEGACY_REDIS_HOST", "127.0.0.1"),
+                    "port": int(os.environ.get("LEGACY_REDIS_PORT", "6379")),
+                    "max_connections": 10_000,
+                }
             ],
             "capacity": int(os.environ.get("LEGACY_CHANNEL_CAPACITY", "100")),
             "expiry": 60,
