@@ -41,10 +41,12 @@ PUSH_API_KEY = _require("LEGACY_API_KEY")
 # `capacity` undelivered messages; group_send drops (and only logs) a message for each member
 # channel that is full, and messages older than `expiry` seconds are discarded.
 #
-# `max_connections` is not a legacy setting but restores legacy behaviour: the legacy
-# channels_redis 2.4 opened Redis connections on demand, while today's redis-py pool stops at
-# 100 and then fails the command, so a burst of connecting browsers (three group_add calls
-# each) would get HTTP 500s that the legacy service never produced.
+# `max_connections` and `socket_timeout` are not legacy settings but restore legacy behaviour
+# under today's redis-py, whose defaults the legacy stack (channels_redis 2.4 on aioredis) did
+# not have: a pool that fails commands beyond 100 connections (a burst of connecting browsers,
+# three group_add calls each, got HTTP 500s) and a 5 s read timeout equal to channels_redis's
+# 5 s BZPOPMIN, which under load kills consumers with "Timeout reading from" (the client is
+# disconnected and loses its messages).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -54,6 +56,7 @@ CHANNEL_LAYERS = {
                     "host": os.environ.get("LEGACY_REDIS_HOST", "127.0.0.1"),
                     "port": int(os.environ.get("LEGACY_REDIS_PORT", "6379")),
                     "max_connections": 10_000,
+                    "socket_timeout": None,
                 }
             ],
             "capacity": int(os.environ.get("LEGACY_CHANNEL_CAPACITY", "100")),
