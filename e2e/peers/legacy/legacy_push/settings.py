@@ -37,9 +37,11 @@ PUSH_API_KEY = _require("LEGACY_API_KEY")
 
 # The legacy channel layer: channels_redis against one standalone Redis. The legacy
 # configuration only names the host, so the library defaults apply; they are spelled out
-# here because they are what the benchmark measures. Every consumer's channel holds at most
-# `capacity` undelivered messages; group_send drops (and only logs) a message for each member
-# channel that is full, and messages older than `expiry` seconds are discarded.
+# here because they are what the benchmark measures. All consumers of one daphne process
+# share one Redis queue, which holds at most `capacity` undelivered messages (one per
+# group_send, carrying its local member list); once it is full, group_send drops the message
+# for every member in that process and only logs "1 of N channels over capacity". Messages
+# older than `expiry` seconds are discarded.
 #
 # `max_connections` and `socket_timeout` are not legacy settings but restore legacy behaviour
 # under today's redis-py, whose defaults the legacy stack (channels_redis 2.4 on aioredis) did

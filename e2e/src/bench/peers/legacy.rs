@@ -167,8 +167,9 @@ impl LegacyPeer {
         fs::read_to_string(self.dir.0.join("daphne.log")).unwrap_or_default()
     }
 
-    /// Messages channels_redis reported dropping so far: the sum of `N` over its
-    /// "N of M channels over capacity in group G" lines (one per affected `group_send`).
+    /// Full process queues channels_redis reported so far: the sum of `N` over its
+    /// "N of M channels over capacity in group G" lines (one line per affected `group_send`;
+    /// with one daphne process each line is one message dropped for all its group members).
     pub fn dropped(&self) -> u64 {
         dropped_in(&self.log())
     }
