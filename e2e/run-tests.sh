@@ -31,6 +31,10 @@ redis-server --version
 
 step "kubernetes control plane"; ./e2e/k8s/build.sh
 
+# The legacy Django Channels stack (tests/legacy_peer.rs, bench::peers::legacy): a Python
+# virtualenv under $HERALD_CACHE, instant when requirements.txt is unchanged.
+step "legacy peer (python venv)"; ./e2e/peers/legacy/setup.sh
+
 step "format"
 cargo fmt --all --check
 

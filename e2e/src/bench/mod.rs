@@ -14,6 +14,7 @@
 //! - [`ipc`]: the JSON-lines conversation between the parent and its worker processes.
 //! - [`worker`]: the child-process side (owns a slice of the connections).
 //! - [`pool`]: the parent-process side (spawns workers, fans commands out, gathers results).
+//! - [`peers`]: competing servers (the legacy Django Channels stack) started for comparison.
 //! - [`ramp`]: the rate search used by `--find-max`.
 //! - [`rss`]: reading a server's resident memory from `/proc`.
 //! - [`cpu`]: reading processes' CPU time from `/proc` (server nodes, Redis).
@@ -27,6 +28,7 @@ pub mod cpu;
 pub mod ipc;
 pub mod net;
 pub mod payload;
+pub mod peers;
 pub mod pool;
 pub mod publisher;
 pub mod ramp;

@@ -6,6 +6,7 @@
 //! its adapter from a serialisable [`TargetSpec`].
 
 pub mod herald;
+pub mod legacy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,6 +108,9 @@ pub trait Target: Send + Sync + 'static {
 pub enum TargetKind {
     /// Herald's own protocol (JWT in the query, `/api/v1/publish`).
     Herald,
+    /// The legacy Django Channels service (`e2e/peers/legacy/`: JWT in the query,
+    /// `channel_layer.group_send` behind `/api/push/`).
+    Legacy,
 }
 
 /// Everything needed to build a [`Target`], passed from the parent to its workers.
@@ -131,6 +135,7 @@ impl TargetSpec {
     pub fn build(&self) -> Result<Arc<dyn Target>> {
         Ok(match self.kind {
             TargetKind::Herald => Arc::new(herald::Herald::new(self)?),
+            TargetKind::Legacy => Arc::new(legacy::Legacy::new(self)?),
         })
     }
 }
