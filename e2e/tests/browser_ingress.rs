@@ -11,13 +11,15 @@
 //! Service, EndpointSlices; control-plane binaries from `e2e/k8s/build.sh`) and moves traffic
 //! by editing an EndpointSlice.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use herald_e2e::fixture::browser::{Browser, Launch, Tab};
-use herald_e2e::fixture::ingress::{ClusterIngress, Config, Ingress, Listen, Server};
+use herald_e2e::fixture::ingress::{
+    ClusterIngress, ClusterOptions, Config, Ingress, Listen, PodNetwork, Server,
+};
 use herald_e2e::fixture::kube::{apply, ControlPlane};
 use herald_e2e::fixture::node::{token, TestNode};
 use herald_e2e::fixture::tls::TestCa;
@@ -245,15 +247,17 @@ fn service(name: &str) -> Value {
            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
 }
 
-/// An EndpointSlice of Service `push-node` with one endpoint, `node`, ready or not.
-fn endpoint_slice(name: &str, node: SocketAddr, ready: bool) -> Value {
+/// An EndpointSlice of Service `push-node` with one endpoint: stand-in pod IP `pod_ip` (the
+/// apiserver refuses loopback addresses; the ingress's [`PodNetwork`] routes it to loopback)
+/// and the port of `node`, ready or not.
+fn endpoint_slice(name: &str, pod_ip: Ipv4Addr, node: &TestNode, ready: bool) -> Value {
     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
            "metadata": {"name": name, "namespace": "herald",
                         "labels": {"kubernetes.io/service-name": "push-node",
                                    "endpointslice.kubernetes.io/managed-by": "herald-e2e"}},
            "addressType": "IPv4",
-           "ports": [{"name": "http", "port": node.port(), "protocol": "TCP"}],
-           "endpoints": [{"addresses": [node.ip().to_string()], "conditions": {"ready": ready}}]})
+           "ports": [{"name": "http", "port": node.addr.port(), "protocol": "TCP"}],
+           "endpoints": [{"addresses": [pod_ip.to_string()], "conditions": {"ready": ready}}]})
 }
 
 #[tokio::test]
@@ -263,6 +267,10 @@ async fn an_ingress_read_from_the_cluster_routes_to_ready_endpoints_and_follows_
     let (node_a, node_b) = (TestNode::start(&[]), TestNode::start(&[]));
     let ca = TestCa::generate("herald-e2e-ingress-ca").await?;
     let cert = ca.issue(&[HOST]).await?;
+    let (pod_a, pod_b) = (Ipv4Addr::new(10, 244, 0, 1), Ipv4Addr::new(10, 244, 0, 2));
+    let pod_network = PodNetwork::new()
+        .route(pod_a.into(), node_a.addr.ip())
+        .route(pod_b.into(), node_b.addr.ip());
 
     // The namespace as the operator leaves it for a PushCluster `push` with an ingress, except
     // that the Service's endpoints are hand-made: node A ready, node B not.
@@ -279,8 +287,12 @@ async fn an_ingress_read_from_the_cluster_routes_to_ready_endpoints_and_follows_
     )
     .await?;
     apply(&plane, &service("push-node")).await?;
-    apply(&plane, &endpoint_slice("push-node-a", node_a.addr, true)).await?;
-    apply(&plane, &endpoint_slice("push-node-b", node_b.addr, false)).await?;
+    apply(&plane, &endpoint_slice("push-node-a", pod_a, &node_a, true)).await?;
+    apply(
+        &plane,
+        &endpoint_slice("push-node-b", pod_b, &node_b, false),
+    )
+    .await?;
     // What operator/src/resources.rs `ingress()` renders for host herald.test and secret
     // push-tls.
     apply(
@@ -298,8 +310,12 @@ async fn an_ingress_read_from_the_cluster_routes_to_ready_endpoints_and_follows_
     )
     .await?;
 
-    let pages = Server::new(HOST, None).files("/app/", web_dir()).locations;
-    let ingress = ClusterIngress::start(&plane, "herald", "push", pages, Listen::Https).await?;
+    let options = ClusterOptions {
+        extra: Server::new(HOST, None).files("/app/", web_dir()).locations,
+        pod_network,
+        ..ClusterOptions::default()
+    };
+    let ingress = ClusterIngress::start(&plane, "herald", "push", options).await?;
 
     // Only the ready endpoint is an upstream, and the WebSocket timeouts of the annotations are
     // in force instead of nginx's 60 s, so idle sockets stay open for an hour.
@@ -329,8 +345,12 @@ async fn an_ingress_read_from_the_cluster_routes_to_ready_endpoints_and_follows_
     .await?;
 
     // Node A stops being ready and node B becomes ready: the ingress follows within seconds...
-    apply(&plane, &endpoint_slice("push-node-a", node_a.addr, false)).await?;
-    apply(&plane, &endpoint_slice("push-node-b", node_b.addr, true)).await?;
+    apply(
+        &plane,
+        &endpoint_slice("push-node-a", pod_a, &node_a, false),
+    )
+    .await?;
+    apply(&plane, &endpoint_slice("push-node-b", pod_b, &node_b, true)).await?;
     ingress
         .wait_for_upstreams(&[node_b.addr], Duration::from_secs(20))
         .await?;
