@@ -7,6 +7,9 @@
 //! (`e2e/web/`) runs the legacy system's documented WebSocket client code; the harness reads
 //! what it received and rendered over the DevTools protocol.
 //!
+//! When the node behind the ingress dies, the unchanged client's own reconnect brings it back
+//! through the ingress to the node that replaced it.
+//!
 //! The last story configures nginx from a real control plane instead (Ingress, TLS Secret,
 //! Service, EndpointSlices; control-plane binaries from `e2e/k8s/build.sh`) and moves traffic
 //! by editing an EndpointSlice.
@@ -235,6 +238,58 @@ async fn the_browser_refuses_an_ingress_certificate_from_another_ca() -> Result<
     assert!(
         format!("{refused:#}").contains("ERR_CERT_AUTHORITY_INVALID"),
         "{refused:#}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_unchanged_client_reconnects_through_the_ingress_when_its_node_goes_away() -> Result<()>
+{
+    let (node_a, node_b) = (TestNode::start(&[]), TestNode::start(&[]));
+    let ca = TestCa::generate("herald-e2e-ingress-ca").await?;
+    let site = |node: &TestNode, cert| Config {
+        servers: vec![Server::new(HOST, Some(cert))
+            .proxy("/", [node.addr])
+            .files("/app/", web_dir())],
+    };
+    let cert = ca.issue(&[HOST]).await?;
+    let mut ingress = Ingress::start(site(&node_a, cert.clone()), Listen::Https).await?;
+    let browser = browser_trusting(&ca).await?;
+    let tab = open_page(&browser, ingress.https_url(HOST, "/app/index.html"), "dave").await?;
+
+    // The ingress now sends new connections to node B, and node A dies under the open socket.
+    ingress.update(site(&node_b, cert)).await?;
+    drop(node_a);
+
+    // The legacy client sees the socket close abnormally, waits its 5 s and connects again,
+    // through the ingress, to node B, where it subscribes again and gets what is published.
+    tab.wait_for(
+        "a second subscription",
+        "window.heraldReceived.filter(m => m.type === 'subscription_success').length >= 2",
+        Duration::from_secs(20),
+    )
+    .await?;
+    let events = tab.evaluate("window.heraldEvents").await?;
+    assert_eq!(events, json!(["open", "close 1006", "open"]));
+    let hello = json!({"title": "重连", "content": "from B"});
+    let reached = publish(
+        &node_b,
+        json!({"channel": "notifications", "type": "notification",
+                                          "users": ["dave"], "data": hello}),
+    )
+    .await?;
+    assert_eq!(reached, 1);
+    tab.wait_for(
+        "node B's notification",
+        &format!("{PUSHES}.length >= 1"),
+        PAGE_WAIT,
+    )
+    .await?;
+    assert_eq!(pushes(&tab).await?, json!([["notification", hello]]));
+    assert!(
+        tab.console().iter().any(|l| l.contains("尝试重新连接...")),
+        "{:?}",
+        tab.console()
     );
     Ok(())
 }
