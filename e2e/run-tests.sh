@@ -16,9 +16,11 @@ command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain)"; ex
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo --version
 
-step "redis"
+step "system packages"
+# redis: the Redis Cluster stories; nginx, chromium, libnss3-tools (certutil) and openssl:
+# the browser stories (TLS ingress, headless Chromium trusting a test CA).
 missing=""
-for pkg in redis-server redis-tools; do
+for pkg in redis-server redis-tools nginx chromium libnss3-tools openssl; do
   dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
@@ -28,6 +30,8 @@ if [ -n "$missing" ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
 fi
 redis-server --version
+nginx -v
+chromium --version
 
 step "kubernetes control plane"; ./e2e/k8s/build.sh
 
