@@ -118,7 +118,7 @@ async fn the_operators_pods_become_real_nodes_that_scale_drain_and_restart() {
         assert_eq!(on_disk, rendered);
         let api = get_json(&plane, &["pod", &pod.name]).await.unwrap();
         assert_eq!(api["spec"]["nodeName"], NODE_NAME);
-        assert_eq!(api["status"]["podIP"], pod.ip.to_string());
+        assert_eq!(api["status"]["podIP"], pod.pod_ip.to_string());
         assert_eq!(api["status"]["phase"], "Running");
         assert_eq!(condition(&api, "Ready").as_deref(), Some("True"));
         let log = kubelet.logs(&pod.name);
@@ -133,6 +133,38 @@ async fn the_operators_pods_become_real_nodes_that_scale_drain_and_restart() {
         (d["status"]["availableReplicas"] == 2).then_some(())
     })
     .await;
+    // The Service's EndpointSlice lists both pods under their cluster addresses, and the
+    // pod network routes those back to where the processes listen.
+    let mut expected: Vec<String> = pods.iter().map(|p| p.pod_ip.to_string()).collect();
+    expected.sort();
+    eventually("the Service's endpoints", WAIT, || async {
+        let slices = get_json(
+            &plane,
+            &[
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=push-node",
+            ],
+        )
+        .await?;
+        let mut ready: Vec<String> = slices["items"]
+            .as_array()?
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .filter_map(|e| e["addresses"][0].as_str().map(str::to_owned))
+            .collect();
+        ready.sort();
+        (ready == expected).then_some(())
+    })
+    .await;
+    let network = kubelet.pod_network();
+    for pod in &pods {
+        assert_eq!(
+            network.resolve(pod.pod_ip.into()).unwrap(),
+            std::net::IpAddr::from(pod.ip)
+        );
+    }
     eventually("the operator counting 2 ready nodes", WAIT, || async {
         let pc = get_json(&plane, &["pushcluster", "push"]).await?;
         (pc["status"]["readyReplicas"] == 2).then_some(())
