@@ -25,22 +25,14 @@ use herald_e2e::fixture::ingress::{
 };
 use herald_e2e::fixture::kube::{apply, ControlPlane};
 use herald_e2e::fixture::node::{token, TestNode};
+use herald_e2e::fixture::legacy_page::{
+    load_page, open_page, pushes, web_dir, PAGE_WAIT, PUSHES,
+};
 use herald_e2e::fixture::tls::TestCa;
 use serde_json::{json, Value};
 
 /// The name the browser uses for the ingress.
 const HOST: &str = "herald.test";
-/// How long a page may take to connect, subscribe, or show a push.
-const PAGE_WAIT: Duration = Duration::from_secs(15);
-/// What the page received that was pushed by a backend (replies such as `pong` excluded).
-const PUSHES: &str = "window.heraldReceived.filter(m => \
-     ['notification', 'alert', 'order_update', 'material_update'].includes(m.type))";
-
-/// The harness's web page, served by the ingress under `/app/`.
-fn web_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web")
-}
-
 /// A browser that resolves [`HOST`] to loopback and trusts `ca`.
 async fn browser_trusting(ca: &TestCa) -> Result<Browser> {
     Browser::launch(
@@ -51,26 +43,6 @@ async fn browser_trusting(ca: &TestCa) -> Result<Browser> {
     .await
 }
 
-/// Opens the legacy page for `user` (showing order 42 in detail) in a new tab, and waits until
-/// its client has connected and its subscription was confirmed.
-async fn open_page(browser: &Browser, https_url: String, user: &str) -> Result<Tab> {
-    let tab = browser.new_tab().await?;
-    load_page(&tab, &https_url, user).await?;
-    Ok(tab)
-}
-
-async fn load_page(tab: &Tab, https_url: &str, user: &str) -> Result<()> {
-    let url = format!("{https_url}?token={}&order=42", token(user));
-    tab.navigate(&url).await?;
-    tab.wait_for(
-        &format!("{user}'s page to subscribe"),
-        "window.heraldReceived.some(m => m.type === 'subscription_success')",
-        PAGE_WAIT,
-    )
-    .await?;
-    Ok(())
-}
-
 /// Publishes through `node`'s HTTP API and returns how many local connections it reached.
 async fn publish(node: &TestNode, body: Value) -> Result<u64> {
     let (status, answer) = node.publish(&body).await;
@@ -78,12 +50,6 @@ async fn publish(node: &TestNode, body: Value) -> Result<u64> {
     answer["delivered_locally"]
         .as_u64()
         .with_context(|| format!("publish answered {answer}"))
-}
-
-/// The pushes a page received, as `[type, data]` pairs.
-async fn pushes(tab: &Tab) -> Result<Value> {
-    tab.evaluate(&format!("{PUSHES}.map(m => [m.type, m.data])"))
-        .await
 }
 
 #[tokio::test]
