@@ -13,7 +13,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing::Subscriber;
-use tracing_subscriber::filter::Directive;
+use tracing_subscriber::filter::{Directive, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -70,8 +70,9 @@ pub struct Settings<'a> {
     pub sample_ratio: f64,
 }
 
-/// Installs the global subscriber. Log level comes from `RUST_LOG` (default `info`);
-/// the same directives choose which spans are exported.
+/// Installs the global subscriber. `RUST_LOG` (default `info`) picks what is logged;
+/// spans at `info` and above are exported whatever it says, so quiet logs do not
+/// mean missing traces.
 pub fn init(settings: &Settings<'_>) -> Result<Guard, TelemetryError> {
     let provider = match settings.otlp_endpoint {
         None => None,
@@ -120,7 +121,8 @@ fn provider(settings: &Settings<'_>, endpoint: &str) -> Result<SdkTracerProvider
 }
 
 /// Logs to stderr and, given a tracer, spans to OpenTelemetry. Each output has its
-/// own filter: logs leave out [`TRACE_TARGET`] spans, which only traces need.
+/// own filter: logs follow `RUST_LOG` but leave out [`TRACE_TARGET`] spans, which
+/// only traces need; traces take every span at `info` and above.
 fn subscriber(log_format: &str, tracer: Option<SdkTracer>) -> impl Subscriber + Send + Sync {
     let logs = if log_format == "json" {
         tracing_subscriber::fmt::layer()
@@ -143,7 +145,7 @@ fn subscriber(log_format: &str, tracer: Option<SdkTracer>) -> impl Subscriber + 
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(env_filter())
+                .with_filter(LevelFilter::INFO)
                 .boxed(),
         );
     }
