@@ -136,6 +136,35 @@ async fn one_trace_follows_a_publish_from_the_http_request_through_redis_to_anot
     assert_eq!(local.parent_id.as_deref(), Some(publish.id.as_str()));
     assert_eq!(local.tag("recipients"), Some("0"));
     assert!(trace.descends_from(remote, request));
+
+    // A backend that traces its own work passes its context along: Herald's spans,
+    // on both nodes, land inside the backend's trace.
+    let backend_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let backend_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{backend_trace}-{backend_span}-01");
+    let (status, reply) = node_a
+        .publish_with_headers(
+            &json!({"channel": "alerts", "type": "alert", "data": {"disk": "ok"}}),
+            &[("traceparent", &traceparent)],
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(watcher.recv_type("alert").await["data"]["disk"], "ok");
+    let trace = eventually("Herald's spans in the backend's trace", EXPORT_WAIT, || {
+        let jaeger = &jaeger;
+        async move {
+            let trace = jaeger.trace(backend_trace).await.expect("Jaeger answers")?;
+            let delivered_on_b = trace
+                .spans("herald-node", "deliver")
+                .iter()
+                .any(|s| s.instance() == Some("node-b"));
+            let requested = trace.spans("herald-node", "POST /api/v1/publish").len() == 1;
+            (delivered_on_b && requested).then_some(trace)
+        }
+    })
+    .await;
+    let request = only(&trace, "herald-node", "POST /api/v1/publish", "node-a");
+    assert_eq!(request.parent_id.as_deref(), Some(backend_span));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
