@@ -30,6 +30,7 @@ fi
 redis-server --version
 
 step "kubernetes control plane"; ./e2e/k8s/build.sh
+step "jaeger (for the tracing stories)"; ./e2e/jaeger/build.sh
 
 step "format"
 cargo fmt --all --check
