@@ -13,7 +13,7 @@
 #
 # Input: e2e/jaeger (wrapper module whose `tool` line pins
 # github.com/jaegertracing/jaeger/cmd/jaeger). Builds run under `nice -n 19`;
-# cold, the build takes about 10 minutes on 2 cores.
+# cold, the build is long (37 minutes on 2 cores shared with other builds).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -59,7 +59,7 @@ export GOPATH="$cache/go" GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build"
 # Static binary, committed go.sum only, no VCS stamping of the wrapper module.
 export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
 
-log "building jaeger $version (cold: about 10 minutes on 2 cores)"
+log "building jaeger $version (cold: tens of minutes on 2 cores)"
 start=$SECONDS
 tmp="$(mktemp -d "$bin/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT

@@ -318,6 +318,7 @@ impl Hub {
         if let Some(trace) = &message.trace {
             trace.set_as_parent_of(&span);
         }
+        let _entered = span.enter();
         let queued = self.fan_out(message);
         span.record("recipients", queued);
         queued

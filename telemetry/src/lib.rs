@@ -164,8 +164,9 @@ mod tests {
     fn trace_only_spans_are_disabled_without_an_exporter() {
         let subscriber = subscriber("text", None);
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!(target: TRACE_TARGET, "deliver");
+            let span = tracing::info_span!(target: TRACE_TARGET, "broker.publish");
             assert!(span.is_disabled());
+            assert_eq!(propagation::TraceContext::of(&span), None, "no traceparent built");
             let logged = tracing::info_span!("publish");
             assert!(!logged.is_disabled(), "ordinary spans still reach the logs");
         });
