@@ -156,17 +156,27 @@ fn env_filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
+/// Tests install their own subscribers; callsite interest is cached process-wide
+/// from every live one, so tests that install one take turns.
+#[cfg(test)]
+pub(crate) static ONE_SUBSCRIBER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn trace_only_spans_are_disabled_without_an_exporter() {
+        let _turn = ONE_SUBSCRIBER_AT_A_TIME.lock();
         let subscriber = subscriber("text", None);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(target: TRACE_TARGET, "broker.publish");
             assert!(span.is_disabled());
-            assert_eq!(propagation::TraceContext::of(&span), None, "no traceparent built");
+            assert_eq!(
+                propagation::TraceContext::of(&span),
+                None,
+                "no traceparent built"
+            );
             let logged = tracing::info_span!("publish");
             assert!(!logged.is_disabled(), "ordinary spans still reach the logs");
         });
@@ -174,6 +184,7 @@ mod tests {
 
     #[test]
     fn trace_only_spans_are_recorded_with_an_exporter() {
+        let _turn = ONE_SUBSCRIBER_AT_A_TIME.lock();
         let provider = SdkTracerProvider::builder().build();
         let subscriber = subscriber("text", Some(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, || {

@@ -114,6 +114,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     fn traced(sampler: Sampler, test: impl FnOnce()) {
+        let _turn = crate::ONE_SUBSCRIBER_AT_A_TIME.lock();
         let provider = SdkTracerProvider::builder().with_sampler(sampler).build();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
