@@ -219,6 +219,11 @@ async fn the_operator_exports_its_reconciles() {
         }
     })
     .await;
+    let services = jaeger.services().await.expect("Jaeger answers");
+    assert!(
+        services.iter().any(|s| s == "herald-operator"),
+        "{services:?}"
+    );
     assert_eq!(reconcile.instance(), Some("op-traced"));
     assert_eq!(reconcile.tag("kind"), Some("Channel"));
     assert_eq!(reconcile.tag("k8s.namespace.name"), Some("default"));
