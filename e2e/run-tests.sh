@@ -34,6 +34,7 @@ nginx -v
 chromium --version
 
 step "kubernetes control plane"; ./e2e/k8s/build.sh
+step "jaeger (for the tracing stories)"; ./e2e/jaeger/build.sh
 
 # The legacy Django Channels stack (tests/legacy_peer.rs, bench::peers::legacy): a Python
 # virtualenv under $HERALD_CACHE, instant when requirements.txt is unchanged.

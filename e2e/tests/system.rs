@@ -240,7 +240,7 @@ async fn s2_browsers_over_wss_see_exactly_their_own_pushes() -> Result<()> {
 /// The channel settings node pod `ip` serves, from its admin API.
 async fn channel_on(ip: Ipv4Addr, name: &str) -> Option<Value> {
     let addr = SocketAddr::new(IpAddr::V4(ip), 8080);
-    let (status, bytes) = try_http(addr, "GET", "/api/v1/channels", Some(API_KEY), String::new())
+    let (status, bytes) = try_http(addr, "GET", "/api/v1/channels", Some(API_KEY), &[], String::new())
         .await
         .ok()?;
     (status == 200).then_some(())?;

@@ -241,6 +241,7 @@ async fn publish_one(node: &Arc<Node>, request: PublishRequest) -> Result<Publis
             target: Target::All,
             offset: None,
             accepted_at_micros: unix_micros(),
+            trace: None,
         };
         let targets = match users {
             None => vec![Target::All],

@@ -20,6 +20,7 @@ use crate::broker::offset::Offset;
 use crate::broker::{Message, Target};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
+use crate::telemetry::TRACE_TARGET;
 use crate::{ChannelName, UserId};
 
 /// A connection's id, unique within the process.
@@ -302,7 +303,28 @@ impl Hub {
     }
 
     /// Queues `message` to every local recipient; returns how many it reached.
+    ///
+    /// Traced, this is one `deliver` span per message: a child of the current span
+    /// (the publish, for local delivery) or of the trace the message arrived with.
     pub fn deliver(&self, message: &Message) -> usize {
+        let span = tracing::info_span!(
+            target: TRACE_TARGET,
+            "deliver",
+            otel.kind = "consumer",
+            channel = %message.channel,
+            message.id = %message.id,
+            recipients = tracing::field::Empty,
+        );
+        if let Some(trace) = &message.trace {
+            trace.set_as_parent_of(&span);
+        }
+        let _entered = span.enter();
+        let queued = self.fan_out(message);
+        span.record("recipients", queued);
+        queued
+    }
+
+    fn fan_out(&self, message: &Message) -> usize {
         let delivery = Arc::new(Delivery::of(message));
         let mut fanout = Fanout::default();
         {
@@ -435,6 +457,7 @@ mod tests {
             target,
             offset: None,
             accepted_at_micros: unix_micros(),
+            trace: None,
         }
     }
 

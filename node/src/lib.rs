@@ -19,7 +19,8 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
-pub mod telemetry;
+/// Logs and traces, shared with the operator (the `herald-telemetry` crate).
+pub use herald_telemetry as telemetry;
 
 /// User identifiers compare as strings everywhere (`42` and `"42"` are the same user).
 pub type UserId = std::sync::Arc<str>;

@@ -27,6 +27,7 @@ use crate::auth::{AuthError, Identity};
 use crate::dev;
 use crate::node::Node;
 use crate::session::{self, Session};
+use crate::telemetry::{propagation, TRACE_TARGET};
 
 /// Small buffers keep idle connections cheap; client messages are small.
 const READ_BUFFER: usize = 4 * 1024;
@@ -91,15 +92,7 @@ async fn route(node: Arc<Node>, req: Request<Incoming>, peer: SocketAddr) -> Res
             StatusCode::OK,
             &json!({"service": "herald-node", "node": node.id, "websocket": ws_path}),
         ),
-        (&Method::POST, "/api/v1/publish") => {
-            if !api::authorized(&node, req.headers()) {
-                return api::unauthorized();
-            }
-            match read_body(req, node.config.max_publish_bytes).await {
-                Ok(body) => api::publish(&node, &body).await,
-                Err(response) => response,
-            }
-        }
+        (&Method::POST, "/api/v1/publish") => publish(node, req).await,
         (&Method::GET, "/api/v1/channels") => {
             if !api::authorized(&node, req.headers()) {
                 return api::unauthorized();
@@ -139,6 +132,42 @@ async fn route(node: Arc<Node>, req: Request<Incoming>, peer: SocketAddr) -> Res
         }
         _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
     }
+}
+
+/// `POST /api/v1/publish`, as the server span of its trace: it continues the
+/// backend's trace when the request carries a W3C `traceparent` header.
+async fn publish(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        "POST /api/v1/publish",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/api/v1/publish",
+        http.response.status_code = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        if let Some(traceparent) = header_str(req.headers(), "traceparent") {
+            let tracestate = header_str(req.headers(), "tracestate");
+            propagation::set_remote_parent(&span, traceparent, tracestate);
+        }
+    }
+    let response = async {
+        if !api::authorized(&node, req.headers()) {
+            return api::unauthorized();
+        }
+        match read_body(req, node.config.max_publish_bytes).await {
+            Ok(body) => api::publish(&node, &body).await,
+            Err(response) => response,
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn readiness(node: &Node) -> Response<Body> {

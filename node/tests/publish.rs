@@ -97,6 +97,9 @@ async fn publish_errors_are_clear_json() {
 async fn a_batch_publishes_each_item_and_reports_each_result() {
     let node = TestNode::start(&[]);
     let mut alice = node.connect("alice").await;
+    // Past her offline catch-up: a publish racing it would be replayed from history
+    // ahead of earlier live messages on other channels.
+    alice.assert_alive().await;
     let (status, reply) = node
         .publish(&json!([
             {"channel": "alerts", "type": "alert", "data": {"n": 1}},

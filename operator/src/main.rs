@@ -14,6 +14,7 @@ use herald_operator::controller::{self, Context};
 use herald_operator::crd::PushCluster;
 use herald_operator::leader::{Elector, LeaseConfig};
 use herald_operator::metrics::Metrics;
+use herald_telemetry as telemetry;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -47,17 +48,43 @@ struct Args {
     /// How often every PushCluster is re-read for scaling.
     #[arg(long, env = "HERALD_OPERATOR_RESYNC", default_value = "15s", value_parser = humantime::parse_duration)]
     resync: Duration,
+    /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); off when unset.
+    #[arg(long, env = "HERALD_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Fraction of reconciles traced when OTLP export is on.
+    #[arg(long, env = "HERALD_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    trace_sample_ratio: f64,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+impl Args {
+    /// This replica's identity: the pod name, or one made from the process id.
+    fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .unwrap_or_else(|| format!("herald-operator-{}", std::process::id()))
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let identity = args.identity();
+    // Lives until the runtime is done, so the last reconcile spans are flushed.
+    let _telemetry = match telemetry::init(&telemetry::Settings {
+        service: "herald-operator",
+        instance: &identity,
+        log_format: &args.log_format,
+        otlp_endpoint: args.otlp_endpoint.as_deref(),
+        sample_ratio: args.trace_sample_ratio,
+    }) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("herald-operator: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -65,7 +92,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, identity)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("herald-operator: {e:#}");
@@ -74,7 +101,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<ExitCode> {
+async fn run(args: Args, identity: String) -> anyhow::Result<ExitCode> {
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
@@ -96,10 +123,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("herald-operator metrics on {}", listener.local_addr()?);
     tokio::spawn(serve_metrics(listener, metrics.clone()));
 
-    let identity = args
-        .identity
-        .clone()
-        .unwrap_or_else(|| format!("herald-operator-{}", std::process::id()));
     let elector = Elector::new(
         client.clone(),
         LeaseConfig {

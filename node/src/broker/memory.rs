@@ -204,6 +204,7 @@ mod tests {
             target: Target::User(user.into()),
             offset: None,
             accepted_at_micros: 0,
+            trace: None,
         }
     }
 

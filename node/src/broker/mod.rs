@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::channels::ChannelConfig;
+use crate::telemetry::propagation::TraceContext;
 use crate::{ChannelName, UserId};
 
 /// A boxed future, so brokers can sit behind `dyn Broker`.
@@ -48,6 +49,9 @@ pub struct Message {
     pub offset: Option<Arc<str>>,
     /// When the publish was accepted (Unix microseconds), for latency metrics.
     pub accepted_at_micros: u64,
+    /// The trace context it was published under, when it arrived traced from another
+    /// node: this node's delivery continues that trace.
+    pub trace: Option<TraceContext>,
 }
 
 /// A local interest the node holds with the broker.

@@ -19,12 +19,15 @@ use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument;
 
 use super::offset::Offset;
 use super::{wire, BoxFuture, Broker, BrokerError, Health, Message, Replay, Topic};
 use crate::channels::{ChannelConfig, Registry};
 use crate::hub::{unix_micros, Hub};
 use crate::metrics::{DropReason, Metrics};
+use crate::telemetry::propagation::TraceContext;
+use crate::telemetry::TRACE_TARGET;
 
 /// Appends to the stream, trims it by count and age, refreshes its expiry and
 /// publishes `<offset> <message>` on the shard channel. Returns the offset.
@@ -449,12 +452,40 @@ impl Broker for RedisBroker {
         mut message: Message,
         channel: &'a ChannelConfig,
     ) -> BoxFuture<'a, Result<Message, BrokerError>> {
-        Box::pin(async move {
+        let topic = Topic::of(&message, channel);
+        let operation = if channel.history {
+            "EVALSHA"
+        } else {
+            "SPUBLISH"
+        };
+        // The Redis hop of a publish's trace; the receiving nodes' deliveries are its
+        // children, through the trace context written into the message.
+        let span = tracing::info_span!(
+            target: TRACE_TARGET,
+            "broker.publish",
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            db.system = "redis",
+            db.operation.name = operation,
+            channel = %message.channel,
+            message.id = %message.id,
+            shard_channel = tracing::field::Empty,
+            stream = tracing::field::Empty,
+            offset = tracing::field::Empty,
+            min_replicas = self.inner.min_replicas,
+            error.message = tracing::field::Empty,
+        );
+        let trace = TraceContext::of(&span);
+        let recorder = span.clone();
+        let publish = async move {
             let inner = &self.inner;
-            let topic = Topic::of(&message, channel);
-            let payload = wire::encode(&message, &inner.node_id);
+            let payload = wire::encode(&message, &inner.node_id, trace.as_ref());
+            let shard_channel = shard_channel(&topic);
+            let span = recorder;
+            span.record("shard_channel", &shard_channel);
             let result = if channel.history {
                 let key = stream_key(&topic);
+                span.record("stream", &key);
                 let expiry_ms = channel.expiry().as_millis() as u64;
                 let min_id = format!("{}-0", (unix_micros() / 1000).saturating_sub(expiry_ms));
                 let offset: Result<String, _> = inner
@@ -463,7 +494,7 @@ impl Broker for RedisBroker {
                         &inner.client,
                         vec![key.clone()],
                         vec![
-                            shard_channel(&topic),
+                            shard_channel,
                             payload,
                             channel.capacity.to_string(),
                             min_id,
@@ -473,6 +504,7 @@ impl Broker for RedisBroker {
                     .await;
                 match offset {
                     Ok(offset) => {
+                        span.record("offset", &offset);
                         message.offset = Some(offset.into());
                         inner.wait_for_replicas(&key).await
                     }
@@ -481,15 +513,18 @@ impl Broker for RedisBroker {
             } else {
                 inner
                     .client
-                    .spublish::<(), _, _>(shard_channel(&topic), format!("- {payload}"))
+                    .spublish::<(), _, _>(shard_channel, format!("- {payload}"))
                     .await
                     .map_err(unavailable)
             };
             if let Err(BrokerError::Unavailable(detail)) = &result {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.message", detail.as_str());
                 inner.set_health(false, detail.clone());
             }
             result.map(|()| message)
-        })
+        };
+        Box::pin(publish.instrument(span))
     }
 
     fn subscribe(&self, topic: Topic) -> BoxFuture<'_, Result<(), BrokerError>> {

@@ -3,6 +3,11 @@
 //! History entries and pub/sub payloads carry the same encoding; pub/sub payloads are
 //! prefixed with the message's offset (`<offset> <json>`, `-` without history) because
 //! the offset is only known once the stream entry exists.
+//!
+//! A traced publish adds its W3C trace context (`p`: traceparent, `s`: tracestate),
+//! so the nodes that deliver the message continue the publisher's trace. Both keys
+//! are optional: entries written before they existed decode without a trace, and
+//! decoders ignore keys they do not know.
 
 use std::sync::Arc;
 
@@ -10,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Message, Target};
+use crate::telemetry::propagation::TraceContext;
 use crate::ChannelName;
 
 #[derive(Serialize, Deserialize)]
@@ -30,10 +36,17 @@ struct Wire<'a> {
     a: u64,
     /// Node that accepted the publish.
     o: &'a str,
+    /// W3C `traceparent` of the publish, when it was traced.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    p: Option<&'a str>,
+    /// W3C `tracestate` of the publish, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    s: Option<&'a str>,
 }
 
-/// Encodes a message; `origin` is the publishing node.
-pub fn encode(message: &Message, origin: &str) -> String {
+/// Encodes a message; `origin` is the publishing node, `trace` the context the
+/// receiving nodes' deliveries continue.
+pub fn encode(message: &Message, origin: &str, trace: Option<&TraceContext>) -> String {
     serde_json::to_string(&Wire {
         i: &message.id,
         c: &message.channel,
@@ -45,6 +58,8 @@ pub fn encode(message: &Message, origin: &str) -> String {
         },
         a: message.accepted_at_micros,
         o: origin,
+        p: trace.map(|t| &*t.traceparent),
+        s: trace.and_then(|t| t.tracestate.as_deref()),
     })
     .expect("messages always serialize")
 }
@@ -60,6 +75,10 @@ pub fn decode(text: &str, offset: Option<&str>) -> Result<(Message, String), ser
         target: wire.u.map_or(Target::All, |u| Target::User(u.into())),
         offset: offset.map(Arc::from),
         accepted_at_micros: wire.a,
+        trace: wire.p.map(|traceparent| TraceContext {
+            traceparent: traceparent.into(),
+            tracestate: wire.s.map(Into::into),
+        }),
     };
     Ok((message, wire.o.to_owned()))
 }
@@ -74,9 +93,8 @@ pub fn split_payload(payload: &str) -> Option<(Option<&str>, &str)> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_with_offset_and_target() {
-        let message = Message {
+    fn message() -> Message {
+        Message {
             id: "m1".into(),
             channel: "orders".into(),
             kind: "order_update".into(),
@@ -84,8 +102,13 @@ mod tests {
             target: Target::User("42".into()),
             offset: None,
             accepted_at_micros: 7,
-        };
-        let text = encode(&message, "node-a");
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_with_offset_and_target() {
+        let text = encode(&message(), "node-a", None);
         let payload = format!("5-1 {text}");
         let (offset, json) = split_payload(&payload).unwrap();
         let (decoded, origin) = decode(json, offset).unwrap();
@@ -93,7 +116,53 @@ mod tests {
         assert_eq!(decoded.offset.as_deref(), Some("5-1"));
         assert_eq!(decoded.target, Target::User("42".into()));
         assert_eq!(decoded.data.get(), r#"{"id":1}"#);
+        assert_eq!(decoded.trace, None);
         let plain = format!("- {text}");
         assert_eq!(split_payload(&plain).unwrap().0, None);
+    }
+
+    #[test]
+    fn an_untraced_message_carries_no_trace_keys() {
+        let text = encode(&message(), "node-a", None);
+        assert!(
+            !text.contains(r#""p":"#) && !text.contains(r#""s":"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_trace_context_travels_with_the_message() {
+        let trace = TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: Some("vendor=opaque".into()),
+        };
+        let text = encode(&message(), "node-a", Some(&trace));
+        let (decoded, _) = decode(&text, None).unwrap();
+        assert_eq!(decoded.trace, Some(trace));
+
+        let without_state = TraceContext {
+            tracestate: None,
+            ..decoded.trace.unwrap()
+        };
+        let text = encode(&message(), "node-a", Some(&without_state));
+        assert!(!text.contains(r#""s":"#), "{text}");
+        assert_eq!(decode(&text, None).unwrap().0.trace, Some(without_state));
+    }
+
+    #[test]
+    fn history_written_before_trace_context_still_decodes() {
+        // Exactly what earlier nodes wrote into streams and pub/sub payloads.
+        let old = r#"{"i":"m0","c":"orders","t":"order_update","d":{"id":0},"u":"42","a":5,"o":"node-old"}"#;
+        let (decoded, origin) = decode(old, Some("1-0")).unwrap();
+        assert_eq!(origin, "node-old");
+        assert_eq!(&*decoded.id, "m0");
+        assert_eq!(decoded.trace, None);
+    }
+
+    #[test]
+    fn keys_added_by_later_versions_are_ignored() {
+        let newer = r#"{"i":"m2","c":"orders","t":"x","d":{},"a":5,"o":"n","p":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","z":1}"#;
+        let (decoded, _) = decode(newer, None).unwrap();
+        assert!(decoded.trace.is_some());
     }
 }

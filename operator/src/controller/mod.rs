@@ -125,8 +125,15 @@ where
 {
     use tracing::Instrument;
     let ns = object.namespace().ok_or(Error::NoNamespace)?;
-    let key = format!("{ns}/{}", object.name_any());
-    let span = tracing::info_span!("reconcile", kind, object = %key);
+    let name = object.name_any();
+    let key = format!("{ns}/{name}");
+    let span = tracing::info_span!(
+        "reconcile",
+        kind,
+        object = %key,
+        k8s.namespace.name = %ns,
+        k8s.object.name = %name,
+    );
     let started = std::time::Instant::now();
     let result = work(ns).instrument(span.clone()).await;
     span.in_scope(|| match &result {
