@@ -15,19 +15,16 @@
 //! by editing an EndpointSlice.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use herald_e2e::fixture::browser::{Browser, Launch, Tab};
+use herald_e2e::fixture::browser::{Browser, Launch};
 use herald_e2e::fixture::ingress::{
     ClusterIngress, ClusterOptions, Config, Ingress, Listen, PodNetwork, Server,
 };
 use herald_e2e::fixture::kube::{apply, ControlPlane};
-use herald_e2e::fixture::node::{token, TestNode};
-use herald_e2e::fixture::legacy_page::{
-    load_page, open_page, pushes, web_dir, PAGE_WAIT, PUSHES,
-};
+use herald_e2e::fixture::legacy_page::{load_page, open_page, pushes, web_dir, PAGE_WAIT, PUSHES};
+use herald_e2e::fixture::node::TestNode;
 use herald_e2e::fixture::tls::TestCa;
 use serde_json::{json, Value};
 

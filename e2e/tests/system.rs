@@ -133,7 +133,15 @@ async fn s1_a_platform_team_installs_with_helm_and_sees_its_push_cluster_ready()
     let clusters = table(&stack.kubectl(&["get", "pushclusters"]).await?);
     assert_eq!(
         clusters[0],
-        ["NAME", "READY", "REPLICAS", "DESIRED", "CONNECTIONS", "BROKER", "AGE"]
+        [
+            "NAME",
+            "READY",
+            "REPLICAS",
+            "DESIRED",
+            "CONNECTIONS",
+            "BROKER",
+            "AGE"
+        ]
     );
     assert_eq!(clusters[1][..6], ["push", "True", "2", "2", "0", "True"]);
     let short = stack.kubectl(&["get", "hpc"]).await?;
@@ -207,11 +215,19 @@ async fn s2_browsers_over_wss_see_exactly_their_own_pushes() -> Result<()> {
     }
 
     alice
-        .wait_for("Alice's three pushes", &format!("{PUSHES}.length >= 3"), PAGE_WAIT)
+        .wait_for(
+            "Alice's three pushes",
+            &format!("{PUSHES}.length >= 3"),
+            PAGE_WAIT,
+        )
         .await?;
     assert_eq!(
         pushes(&alice).await?,
-        json!([["notification", notification], ["order_update", order], ["alert", alert]])
+        json!([
+            ["notification", notification],
+            ["order_update", order],
+            ["alert", alert]
+        ])
     );
     let rendered = alice
         .evaluate(
@@ -240,9 +256,16 @@ async fn s2_browsers_over_wss_see_exactly_their_own_pushes() -> Result<()> {
 /// The channel settings node pod `ip` serves, from its admin API.
 async fn channel_on(ip: Ipv4Addr, name: &str) -> Option<Value> {
     let addr = SocketAddr::new(IpAddr::V4(ip), 8080);
-    let (status, bytes) = try_http(addr, "GET", "/api/v1/channels", Some(API_KEY), &[], String::new())
-        .await
-        .ok()?;
+    let (status, bytes) = try_http(
+        addr,
+        "GET",
+        "/api/v1/channels",
+        Some(API_KEY),
+        &[],
+        String::new(),
+    )
+    .await
+    .ok()?;
     (status == 200).then_some(())?;
     let body: Value = serde_json::from_slice(&bytes).ok()?;
     body["channels"]
@@ -269,7 +292,10 @@ async fn s3_kubectl_apply_changes_a_channel_on_running_nodes_without_restarts() 
     client
         .send_json(json!({"type": "subscribe", "channels": ["ticker"]}))
         .await;
-    assert_eq!(client.recv_type("subscription_success").await["type"], "subscription_success");
+    assert_eq!(
+        client.recv_type("subscription_success").await["type"],
+        "subscription_success"
+    );
 
     // The platform team restricts the channel to the ops role and shortens its history.
     let changed = Instant::now();
@@ -365,7 +391,12 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
     // 30 browsers arrive: 30 connections at 10 per node asks for 3 nodes.
     let mut crowd = Vec::new();
     for i in 0..30 {
-        crowd.push(stack.endpoint.connect(&token(&format!("crowd-{i}"))).await?);
+        crowd.push(
+            stack
+                .endpoint
+                .connect(&token(&format!("crowd-{i}")))
+                .await?,
+        );
     }
     let three = stack.wait_nodes(3, SETTLE).await;
     let up_after = t0.elapsed();
@@ -374,7 +405,8 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
     // a backend publishes numbered ticks the whole time.
     let mut followers = Vec::new();
     for i in 0..6 {
-        followers.push(Follower::start(&stack.endpoint, &format!("follower-{i}"), &["ticker"]).await?);
+        followers
+            .push(Follower::start(&stack.endpoint, &format!("follower-{i}"), &["ticker"]).await?);
     }
     let stop = AtomicBool::new(false);
     let mut costs: BTreeMap<String, i64> = BTreeMap::new();
@@ -394,7 +426,9 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
                         ["controller.kubernetes.io/pod-deletion-cost"]
                         .as_str()
                         .and_then(|c| c.parse().ok());
-                    if let (Some(cost), None) = (cost, pod["metadata"]["deletionTimestamp"].as_str()) {
+                    if let (Some(cost), None) =
+                        (cost, pod["metadata"]["deletionTimestamp"].as_str())
+                    {
                         costs.insert(name.to_owned(), cost);
                     }
                 }
@@ -406,7 +440,11 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "no scale-down to one node: {:?}", stack.kubelet);
+            assert!(
+                Instant::now() < deadline,
+                "no scale-down to one node: {:?}",
+                stack.kubelet
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let down_after = left.elapsed();
@@ -458,7 +496,8 @@ async fn s5_a_rolling_restart_under_continuous_publishing_loses_nothing() -> Res
     let old: Vec<String> = stack.ready_nodes().into_iter().map(|p| p.name).collect();
     let mut followers = Vec::new();
     for i in 0..6 {
-        followers.push(Follower::start(&stack.endpoint, &format!("reader-{i}"), &["ticker"]).await?);
+        followers
+            .push(Follower::start(&stack.endpoint, &format!("reader-{i}"), &["ticker"]).await?);
     }
     let stop = AtomicBool::new(false);
     let roll = async {
@@ -469,7 +508,12 @@ async fn s5_a_rolling_restart_under_continuous_publishing_loses_nothing() -> Res
             .await
             .expect("rollout restart");
         stack
-            .kubectl(&["rollout", "status", "deployment/push-node", "--timeout=180s"])
+            .kubectl(&[
+                "rollout",
+                "status",
+                "deployment/push-node",
+                "--timeout=180s",
+            ])
             .await
             .expect("the rollout completes");
         eventually("only new node pods", SETTLE, || async {
@@ -490,7 +534,11 @@ async fn s5_a_rolling_restart_under_continuous_publishing_loses_nothing() -> Res
         roll
     );
     let drained = assert_no_tick_lost(&followers, &accepted).await?;
-    assert_eq!(drained, followers.len(), "every follower was drained once at least");
+    assert_eq!(
+        drained,
+        followers.len(),
+        "every follower was drained once at least"
+    );
     summary(
         "5 rolling restart",
         &format!(
@@ -513,7 +561,8 @@ async fn s6_a_redis_master_dies_the_cluster_reports_it_and_loses_no_acknowledged
     .await?;
     let mut followers = Vec::new();
     for i in 0..4 {
-        followers.push(Follower::start(&stack.endpoint, &format!("watcher-{i}"), &["ticker"]).await?);
+        followers
+            .push(Follower::start(&stack.endpoint, &format!("watcher-{i}"), &["ticker"]).await?);
     }
     // The master owning the ticker's history stream.
     let slot: u16 = stack
@@ -615,12 +664,19 @@ async fn s7_an_sre_finds_one_trace_from_publish_through_redis_to_delivery_on_ano
             .await?
     };
     let id = answer["id"].as_str().context("message id")?.to_owned();
-    assert_eq!(dana.recv_type("notification").await["data"]["title"], "traced");
+    assert_eq!(
+        dana.recv_type("notification").await["data"]["title"],
+        "traced"
+    );
 
     // The SRE asks Jaeger for the publish of that message id, then reads its whole trace.
     let trace = eventually("the publish's trace in Jaeger", SETTLE, || async {
         let traces = jaeger
-            .traces(&TraceQuery::service("herald-node").operation("publish").tag("id", &id))
+            .traces(
+                &TraceQuery::service("herald-node")
+                    .operation("publish")
+                    .tag("id", &id),
+            )
             .await
             .ok()?;
         let trace = traces.into_iter().next()?;
@@ -632,7 +688,12 @@ async fn s7_an_sre_finds_one_trace_from_publish_through_redis_to_delivery_on_ano
     })
     .await;
     let publish = trace.spans("herald-node", "publish")[0];
-    assert_eq!(publish.instance(), Some(via.as_str()), "{}", trace.outline());
+    assert_eq!(
+        publish.instance(),
+        Some(via.as_str()),
+        "{}",
+        trace.outline()
+    );
     let redis_hop = trace.spans("herald-node", "broker.publish");
     assert!(
         redis_hop.iter().any(|s| trace.descends_from(s, publish)),
@@ -649,7 +710,10 @@ async fn s7_an_sre_finds_one_trace_from_publish_through_redis_to_delivery_on_ano
     // The operator's reconciles are traced too.
     eventually("the operator's spans", SETTLE, || async {
         let services = jaeger.services().await.ok()?;
-        services.iter().any(|s| s == "herald-operator").then_some(())
+        services
+            .iter()
+            .any(|s| s == "herald-operator")
+            .then_some(())
     })
     .await;
     summary(
