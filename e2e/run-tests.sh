@@ -49,4 +49,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 # The end-to-end stories run the workspace's binaries (herald-node, herald-operator).
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+# The system stories append one line each to this file; it is printed at the end.
+export HERALD_E2E_SUMMARY="${HERALD_E2E_SUMMARY:-$(mktemp -t herald-e2e-summary.XXXXXX)}"
+: > "$HERALD_E2E_SUMMARY"
+status=0
+cargo test --workspace --locked --no-fail-fast || status=$?
+
+step "scenario summary"
+if [ -s "$HERALD_E2E_SUMMARY" ]; then
+  sort "$HERALD_E2E_SUMMARY"
+else
+  echo "(no scenario wrote a summary line)"
+fi
+exit "$status"
