@@ -35,6 +35,9 @@ chromium --version
 
 step "kubernetes control plane"; ./e2e/k8s/build.sh
 step "jaeger (for the tracing stories)"; ./e2e/jaeger/build.sh
+step "helm (for the chart and system stories)"; ./e2e/helm/build.sh
+HELM_CACHE_HOME="$HERALD_CACHE/helm/cache" HELM_CONFIG_HOME="$HERALD_CACHE/helm/config" \
+  HELM_DATA_HOME="$HERALD_CACHE/helm/data" "$HERALD_CACHE/bin/helm" lint --strict charts/herald
 
 # The legacy Django Channels stack (tests/legacy_peer.rs, bench::peers::legacy): a Python
 # virtualenv under $HERALD_CACHE, instant when requirements.txt is unchanged.
