@@ -158,6 +158,64 @@ async fn a_client_reconnecting_to_another_node_recovers_exactly_what_it_missed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_gap_was_trimmed_away_is_told_so_and_gets_what_is_kept() {
+    let _serial = SERIAL.lock().await;
+    let dir = std::env::temp_dir().join(format!("herald-e2e-trim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let channels = dir.join("channels.json");
+    std::fs::write(
+        &channels,
+        json!({"channels": [
+            {"name": "ticks", "access": "authenticated", "history": true, "capacity": 3}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let nodes = start_nodes(&cluster, 2, &["--channels", channels.to_str().unwrap()]);
+    // Five ticks into a history of three: ticks 1 and 2 are trimmed away.
+    let mut offsets = Vec::new();
+    for n in 1..=5 {
+        let (status, reply) = nodes[n % 2]
+            .publish(&json!({"channel": "ticks", "type": "tick", "data": {"n": n}}))
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        offsets.push(reply["offsets"][0].as_str().unwrap().to_owned());
+    }
+    let recover = |since: String| {
+        let node = &nodes[0];
+        async move {
+            let mut client = node.connect("tess").await;
+            client
+                .send_json(json!({"type": "subscribe", "channels": ["ticks"],
+                                  "since": {"ticks": since}}))
+                .await;
+            let reply = client.recv_type("subscription_success").await;
+            let mut replayed = Vec::new();
+            while let Some(message) = client.recv_within(Duration::from_millis(500)).await {
+                if message["type"] == "tick" {
+                    replayed.push(message["data"]["n"].as_u64().unwrap());
+                }
+            }
+            (reply["recovered"]["ticks"].clone(), replayed)
+        }
+    };
+    // Tick 1 seen: tick 2 is gone, so the client must refetch; what is kept still comes.
+    assert_eq!(
+        recover(offsets[0].clone()).await,
+        (json!(false), vec![3, 4, 5])
+    );
+    // Tick 2 seen: nothing after it was lost.
+    assert_eq!(
+        recover(offsets[1].clone()).await,
+        (json!(true), vec![3, 4, 5])
+    );
+    assert_eq!(recover(offsets[3].clone()).await, (json!(true), vec![5]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_users_get_queued_messages_and_unacked_ones_come_back_on_any_node() {
     let _serial = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("herald-e2e-acks-{}", std::process::id()));

@@ -11,7 +11,7 @@
 //! cores) and each prints a one-line summary (collected by `e2e/run-tests.sh`).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,10 @@ use herald_e2e::fixture::helm;
 use herald_e2e::fixture::jaeger::TraceQuery;
 use herald_e2e::fixture::kube::get_json;
 use herald_e2e::fixture::legacy_page::{open_page, pushes, PAGE_WAIT, PUSHES};
-use herald_e2e::fixture::node::{token, token_with, try_http, API_KEY};
+use herald_e2e::fixture::node::{token, token_with};
 use herald_e2e::fixture::stack::{
-    channel_object, summary, Stack, StackOptions, HOST, NODE_PODS, OPERATOR_PODS, SETTLE,
-    SYSTEM_NAMESPACE,
+    channel_object, channel_on, summary, Stack, StackOptions, HOST, NODE_PODS, OPERATOR_PODS,
+    SETTLE, SYSTEM_NAMESPACE,
 };
 use herald_e2e::fixture::{eventually, kube::apply};
 use serde_json::{json, Value};
@@ -200,7 +200,8 @@ async fn s2_browsers_over_wss_see_exactly_their_own_pushes() -> Result<()> {
         .find(|name| !alice_on.contains(name));
     let notification = json!({"id": 9001, "title": "新订单", "content": "PO20231201001 已创建",
                               "notification_type": "order", "created_at": "2026-11-23T10:00:00Z"});
-    let order = json!({"order_id": 42, "order_number": "PO20231201001", "status": "shipped",
+    // The legacy order_update fields; the page shows order 42 in detail.
+    let order = json!({"id": 42, "order_no": "PO20231201001", "status": "shipped",
                        "updated_at": "2026-11-23T10:00:01Z"});
     let alert = json!({"id": 77, "title": "磁盘告警", "content": "磁盘使用率 95%",
                        "severity": "critical", "status": "active",
@@ -251,28 +252,6 @@ async fn s2_browsers_over_wss_see_exactly_their_own_pushes() -> Result<()> {
     alice.close().await?;
     bob.close().await?;
     Ok(())
-}
-
-/// The channel settings node pod `ip` serves, from its admin API.
-async fn channel_on(ip: Ipv4Addr, name: &str) -> Option<Value> {
-    let addr = SocketAddr::new(IpAddr::V4(ip), 8080);
-    let (status, bytes) = try_http(
-        addr,
-        "GET",
-        "/api/v1/channels",
-        Some(API_KEY),
-        &[],
-        String::new(),
-    )
-    .await
-    .ok()?;
-    (status == 200).then_some(())?;
-    let body: Value = serde_json::from_slice(&bytes).ok()?;
-    body["channels"]
-        .as_array()?
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,6 +379,7 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
     }
     let three = stack.wait_nodes(3, SETTLE).await;
     let up_after = t0.elapsed();
+    stack.wait_routed(&three).await?;
 
     // Followers arrive once three nodes serve, so the ingress spreads them over all three;
     // a backend publishes numbered ticks the whole time.
@@ -646,6 +626,8 @@ async fn s7_an_sre_finds_one_trace_from_publish_through_redis_to_delivery_on_ano
     let jaeger = stack.jaeger.as_ref().context("Jaeger")?;
     // Dana's browser connects; the backend publishes through the other node.
     let mut dana = stack.endpoint.connect(&token("dana")).await?;
+    dana.send_json(json!({"type": "subscribe", "channels": ["notifications"]}))
+        .await;
     dana.recv_type("subscription_success").await;
     let dana_on = stack.nodes_of("dana").await?;
     let (via, answer) = {

@@ -29,23 +29,58 @@ use crate::metrics::{DropReason, Metrics};
 use crate::telemetry::propagation::TraceContext;
 use crate::telemetry::TRACE_TARGET;
 
-/// Appends to the stream, trims it by count and age, refreshes its expiry and
-/// publishes `<offset> <message>` on the shard channel. Returns the offset.
+/// Stream-id helpers shared by the scripts: `newer(a, b)` compares two ids, `after(id)` is
+/// the smallest id greater than `id`.
+const ID_LUA: &str = r"
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function newer(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am > bm or (am == bm and as > bs)
+end
+local function after(id)
+  local ms, seq = parse(id)
+  return string.format('%d-%d', ms, seq + 1)
+end
+";
+
+/// Appends to the stream, trims it by count (ARGV[3]) and age (ids below ARGV[4]), records
+/// the newest trimmed offset in KEYS[2] (Redis tracks `max-deleted-entry-id` for `XDEL` only,
+/// not for trimming), refreshes both keys' expiry and publishes `<offset> <message>` on the
+/// shard channel. Returns the offset.
 const PUBLISH_LUA: &str = r"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', 'm', ARGV[2])
-redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4])
+local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+local cut = nil
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[3])
+if excess > 0 then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
+  cut = old[#old][1]
+end
+local aged = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[4], '-', 'COUNT', 1)
+if #aged > 0 and (cut == nil or newer(aged[1][1], cut)) then cut = aged[1][1] end
+if cut ~= nil then
+  redis.call('XTRIM', KEYS[1], 'MINID', after(cut))
+  redis.call('SET', KEYS[2], cut)
+end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SPUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
 return id
 ";
 
-/// Returns the newest trimmed offset and the entries after ARGV[1] (all when empty).
+/// Returns the newest trimmed (or deleted) offset and the entries after ARGV[1] (all when
+/// empty).
 const HISTORY_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'', {}} end
+local deleted = redis.call('GET', KEYS[2]) or '0-0'
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local deleted = '0-0'
 for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+  if info[i] == 'max-deleted-entry-id' and newer(info[i + 1], deleted) then
+    deleted = info[i + 1]
+  end
 end
 local from = '-'
 if ARGV[1] ~= '' then from = '(' .. ARGV[1] end
@@ -55,10 +90,6 @@ return {deleted, redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', ARGV[2])}
 /// Sets the cursor only if it moves forward, with an expiry.
 const CURSOR_LUA: &str = r"
 local current = redis.call('GET', KEYS[1])
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
 local nms, nseq = parse(ARGV[1])
 if not nms then return 0 end
 if current then
@@ -99,6 +130,11 @@ fn shard_channel(topic: &Topic) -> String {
 
 fn stream_key(topic: &Topic) -> String {
     format!("herald:{{{}}}:log", tag(topic))
+}
+
+/// The newest offset trimmed from the topic's stream (same slot as the stream).
+fn trimmed_key(topic: &Topic) -> String {
+    format!("herald:{{{}}}:trimmed", tag(topic))
 }
 
 fn cursor_key(topic: &Topic, user: &str) -> String {
@@ -178,9 +214,9 @@ impl RedisBroker {
             channels,
             metrics,
             min_replicas: settings.min_replicas,
-            publish: Script::from_lua(PUBLISH_LUA),
-            history: Script::from_lua(HISTORY_LUA),
-            cursor: Script::from_lua(CURSOR_LUA),
+            publish: Script::from_lua(format!("{ID_LUA}{PUBLISH_LUA}")),
+            history: Script::from_lua(format!("{ID_LUA}{HISTORY_LUA}")),
+            cursor: Script::from_lua(format!("{ID_LUA}{CURSOR_LUA}")),
             interest: tokio::sync::Mutex::default(),
             seen: Mutex::default(),
             healthy: AtomicBool::new(true),
@@ -244,7 +280,7 @@ impl Inner {
             .history
             .evalsha_with_reload(
                 &self.client,
-                vec![stream_key(topic)],
+                vec![stream_key(topic), trimmed_key(topic)],
                 vec![since.unwrap_or("").to_owned(), channel.capacity.to_string()],
             )
             .await
@@ -492,7 +528,7 @@ impl Broker for RedisBroker {
                     .publish
                     .evalsha_with_reload(
                         &inner.client,
-                        vec![key.clone()],
+                        vec![key.clone(), trimmed_key(&topic)],
                         vec![
                             shard_channel,
                             payload,
