@@ -366,8 +366,9 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
     })
     .await?;
     let t0 = Instant::now();
+    let first = stack.ready_nodes().remove(0).name;
 
-    // 30 browsers arrive: 30 connections at 10 per node asks for 3 nodes.
+    // 30 browsers arrive at the one node: 30 connections at 10 per node asks for 3 nodes.
     let mut crowd = Vec::new();
     for i in 0..30 {
         crowd.push(
@@ -391,11 +392,12 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
     let stop = AtomicBool::new(false);
     let mut costs: BTreeMap<String, i64> = BTreeMap::new();
     let scale_down = async {
-        // The crowd leaves: 6 connections need one node; after the stabilization window the
-        // operator scales down, and the ReplicaSet removes the pods with the lowest
-        // pod-deletion-cost (fewest connections) first.
+        // Most of the crowd leaves; three stay, on the first node. 9 connections need one
+        // node; after the stabilization window the operator scales down, and the ReplicaSet
+        // removes the pods with the lowest pod-deletion-cost (fewest connections) first: the
+        // first node (3 + its followers) stays.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        crowd.clear();
+        crowd.truncate(3);
         let left = Instant::now();
         let deadline = Instant::now() + SETTLE * 2;
         loop {
@@ -414,9 +416,10 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
                 }
             }
             let ready = stack.ready_nodes();
+            // Done once the removed pods' processes are gone: they drained their clients.
             if stack.deployment_replicas().await == Some(1)
                 && ready.len() == 1
-                && stack.kubelet.running(NODE_PODS).len() == 1
+                && stack.kubelet.processes(NODE_PODS).len() == 1
             {
                 break;
             }
@@ -447,12 +450,24 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
     for name in &removed {
         let cost = costs.get(*name).copied().unwrap_or_default();
         assert!(
-            cost <= survivor_cost,
+            cost < survivor_cost,
             "{name} (cost {cost}) was removed before {survivor} (cost {survivor_cost}): {costs:?}"
         );
     }
+    assert_eq!(
+        survivor, first,
+        "the node the rest of the crowd is on stays: {costs:?}"
+    );
+    drop(crowd);
     let drained = assert_no_tick_lost(&followers, &accepted).await?;
-    assert!(drained > 0, "some followers were on the removed nodes");
+    assert!(
+        drained > 0,
+        "some followers were on the removed nodes; closes seen: {:?}",
+        followers
+            .iter()
+            .map(|f| f.seen().closes)
+            .collect::<Vec<_>>()
+    );
     summary(
         "4 scaling",
         &format!(
@@ -498,8 +513,9 @@ async fn s5_a_rolling_restart_under_continuous_publishing_loses_nothing() -> Res
             .expect("the rollout completes");
         eventually("only new node pods", SETTLE, || async {
             let now: Vec<String> = stack.ready_nodes().into_iter().map(|p| p.name).collect();
+            // The old pods' processes are gone too: they drained their clients.
             (now.len() == 2
-                && stack.kubelet.running(NODE_PODS).len() == 2
+                && stack.kubelet.processes(NODE_PODS).len() == 2
                 && now.iter().all(|n| !old.contains(n)))
             .then_some(())
         })
@@ -517,7 +533,11 @@ async fn s5_a_rolling_restart_under_continuous_publishing_loses_nothing() -> Res
     assert_eq!(
         drained,
         followers.len(),
-        "every follower was drained once at least"
+        "every follower was drained once at least; closes seen: {:?}",
+        followers
+            .iter()
+            .map(|f| f.seen().closes)
+            .collect::<Vec<_>>()
     );
     summary(
         "5 rolling restart",
