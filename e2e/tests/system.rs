@@ -471,7 +471,7 @@ async fn s4_connections_scale_nodes_up_and_down_least_loaded_first_losing_nothin
     summary(
         "4 scaling",
         &format!(
-            "1→3 nodes {up_after:.0?} after 30 connections; 3→1 {down_after:.0?} after they left \
+            "1→3 nodes {up_after:.0?} after 30 connections; 3→1 {down_after:.0?} after 27 of them left \
              (kept {survivor}, cost {survivor_cost}; removed {removed:?}; costs {costs:?}); \
              {drained}/6 followers drained and recovered, 0 of {} ticks lost",
             accepted.len()
