@@ -21,6 +21,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Scenario::Compare(args) = &cli.scenario {
+        let outcome = runtime.block_on(herald_e2e::bench::compare::compare(args));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        return match outcome {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("herald-bench compare: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let limit = cli.common.timeout;
     let outcome = runtime.block_on(async {
         match tokio::time::timeout(limit, run::run(&cli.common, &cli.scenario)).await {
