@@ -181,18 +181,20 @@ fn draw_panel(
         }
     );
     let labels: Vec<String> = panel.bars.iter().map(|b| b.label.clone()).collect();
-    let count = panel.bars.len() as u32;
+    // A segmented 0..n axis has n + 1 slots; 0..n-1 has one per bar.
+    let last = (panel.bars.len() as u32).max(2) - 1;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FAMILY, 17))
         .margin(12)
         .x_label_area_size(28)
         .y_label_area_size(58)
-        .build_cartesian_2d((0u32..count).into_segmented(), (lo..hi).log_scale())?;
+        .build_cartesian_2d((0u32..last).into_segmented(), (lo..hi).log_scale())?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .light_line_style(WHITE.mix(0.0))
         .label_style((FAMILY, 14))
+        .y_labels(6)
         .y_label_formatter(&|v| short(*v))
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),

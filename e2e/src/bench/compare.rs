@@ -96,6 +96,11 @@ pub struct CompareArgs {
     /// Clients of the idle workload.
     #[arg(long, default_value_t = 10_000)]
     pub idle_clients: usize,
+    /// Clients of the idle workload against the legacy stack (it connects about 50× slower
+    /// than the others, so fewer keep the whole comparison short; per-connection memory is
+    /// what is compared).
+    #[arg(long, default_value_t = 3_000)]
+    pub legacy_idle_clients: usize,
     /// Clients of the churn workload.
     #[arg(long, default_value_t = 2_000)]
     pub churn_clients: usize,
@@ -990,10 +995,11 @@ pub fn markdown(results: &Results, servers: &[Server], args: &CompareArgs) -> St
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "↑ higher is better, ↓ lower is better. Medians of {} run(s) of the fixed workloads and {} of the rate searches; [min–max] where more than one. Idle: {} clients; churn: {}; broadcast/personal: {}; 3 nodes: {} clients, broadcast {}/s, personal {}/s; search steps {}, fixed runs {}, p99 limit {}.",
+        "↑ higher is better, ↓ lower is better. Medians of {} run(s) of the fixed workloads and {} of the rate searches; [min–max] where more than one. Idle: {} clients ({} for legacy); churn: {}; broadcast/personal: {}; 3 nodes: {} clients, broadcast {}/s, personal {}/s; search steps {}, fixed runs {}, p99 limit {}.",
         args.runs,
         args.search_runs,
         args.idle_clients,
+        args.legacy_idle_clients,
         args.churn_clients,
         args.load_clients,
         args.cluster_clients,

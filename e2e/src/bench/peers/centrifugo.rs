@@ -238,8 +238,14 @@ pub fn binary() -> PathBuf {
 }
 
 /// Runs `e2e/peers/centrifugo/build.sh` (instant when the binary is up to date) unless
-/// `HERALD_CENTRIFUGO_BIN` names a binary, and returns the binary.
+/// `HERALD_CENTRIFUGO_BIN` names a binary, and returns the binary. The script runs once per
+/// process; later calls reuse its outcome.
 pub async fn install() -> Result<PathBuf> {
+    static BUILT: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+    BUILT.get_or_try_init(build).await.cloned()
+}
+
+async fn build() -> Result<PathBuf> {
     if std::env::var_os("HERALD_CENTRIFUGO_BIN").is_none() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/centrifugo/build.sh");
         let mut command = tokio::process::Command::new("bash");
