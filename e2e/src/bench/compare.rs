@@ -260,6 +260,10 @@ pub struct Results {
     pub equal_rate: Option<f64>,
     /// Wall time of the whole comparison, seconds.
     pub elapsed_s: f64,
+    /// Per phase: wall seconds and the cores other processes kept busy meanwhile (machine
+    /// busy time minus this process and its children, read at phase ends when they are
+    /// reaped).
+    pub contention: Vec<(String, f64, f64)>,
 }
 
 impl Results {
@@ -376,11 +380,16 @@ pub async fn compare(args: &CompareArgs) -> Result<Results> {
         results: Results::default(),
         broadcast_rates: Vec::new(),
     };
+    let mut mark = CpuMark::now();
     cmp.fixed_workloads().await;
+    mark = cmp.phase_done("idle + churn", mark);
     cmp.searches().await;
+    mark = cmp.phase_done("rate searches", mark);
     cmp.equal_load().await;
+    mark = cmp.phase_done("equal load", mark);
     if !args.no_cluster {
         cmp.cluster().await;
+        cmp.phase_done("3 nodes", mark);
     }
     cmp.results.elapsed_s = started.elapsed().as_secs_f64();
     let results = cmp.results;
@@ -421,7 +430,73 @@ async fn install(servers: &[Server]) -> Result<()> {
     Ok(())
 }
 
+/// Machine-wide and own CPU time at one instant.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    at: Instant,
+    machine_s: Option<f64>,
+    own_s: Option<f64>,
+}
+
+impl CpuMark {
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            machine_s: machine_busy_s(),
+            own_s: own_tree_s(),
+        }
+    }
+}
+
+/// Seconds the machine's CPUs were busy since boot (`/proc/stat`: user, nice, system, irq,
+/// softirq, steal).
+fn machine_busy_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| f.get(i))
+        .sum::<u64>();
+    Some(busy as f64 / super::cpu::clock_ticks_per_second())
+}
+
+/// CPU seconds of this process plus its reaped children (`/proc/self/stat` fields 14–17).
+fn own_tree_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|x| x.parse::<u64>().unwrap_or(0))
+        .sum();
+    Some(ticks as f64 / super::cpu::clock_ticks_per_second())
+}
+
 impl Comparison<'_> {
+    /// Records how busy other processes kept the machine since `from`; returns a new mark.
+    fn phase_done(&mut self, phase: &str, from: CpuMark) -> CpuMark {
+        let to = CpuMark::now();
+        let wall = to.at.duration_since(from.at).as_secs_f64();
+        if let (Some(m0), Some(m1), Some(o0), Some(o1)) =
+            (from.machine_s, to.machine_s, from.own_s, to.own_s)
+        {
+            let other = ((m1 - m0) - (o1 - o0)).max(0.0);
+            let cores = if wall > 0.0 { other / wall } else { 0.0 };
+            eprintln!(
+                "herald-bench compare: {phase}: {wall:.0} s, other processes {cores:.2} cores"
+            );
+            self.results
+                .contention
+                .push((phase.to_owned(), wall, cores));
+        }
+        to
+    }
+
     /// idle and churn, `--runs` times, servers interleaved.
     async fn fixed_workloads(&mut self) {
         for run in 0..self.args.runs {
@@ -1017,6 +1092,18 @@ pub fn markdown(results: &Results, servers: &[Server], args: &CompareArgs) -> St
         );
     }
     let _ = writeln!(out, "Whole comparison: {:.0} s.", results.elapsed_s);
+    if !results.contention.is_empty() {
+        let phases: Vec<String> = results
+            .contention
+            .iter()
+            .map(|(phase, wall, cores)| format!("{phase} {wall:.0} s: {cores:.2}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Cores kept busy by other processes on the machine, per phase: {}.",
+            phases.join("; ")
+        );
+    }
     for note in &results.notes {
         let _ = writeln!(out, "- {note}");
     }
