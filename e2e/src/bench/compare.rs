@@ -15,8 +15,9 @@
 //! 5. **3 nodes on Redis Cluster** (Herald and Centrifugo): fixed-rate broadcast and
 //!    personal; server and Redis CPU per message.
 //!
-//! Fixed-rate workloads run `--runs` times and report medians; rate searches run
-//! `--search-runs` times (they are the long part).
+//! Fixed-rate workloads run `--runs` times and the broadcast search `--search-runs` times,
+//! reported as medians; the personal search runs `--personal-search-runs` times (once by
+//! default: it mostly finds the ceiling of one publish connection).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -90,9 +91,13 @@ pub struct CompareArgs {
     /// Runs of each fixed-rate workload (idle, churn, equal load, cluster); medians reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Runs of each rate search (broadcast and personal `--find-max`).
-    #[arg(long, default_value_t = 1)]
+    /// Runs of the broadcast rate search (`--find-max`); medians reported.
+    #[arg(long, default_value_t = 3)]
     pub search_runs: usize,
+    /// Runs of the personal rate search (it mostly finds the ceiling of one publish
+    /// connection, so one run is the default).
+    #[arg(long, default_value_t = 1)]
+    pub personal_search_runs: usize,
     /// Clients of the idle workload.
     #[arg(long, default_value_t = 10_000)]
     pub idle_clients: usize,
@@ -558,12 +563,20 @@ impl Comparison<'_> {
 
     /// Broadcast and personal rate searches.
     async fn searches(&mut self) {
-        for run in 0..self.args.search_runs {
+        let runs = self.args.search_runs.max(self.args.personal_search_runs);
+        for run in 0..runs {
             for &server in &self.args.servers.clone() {
-                for (personal, start) in [
-                    (false, self.args.broadcast_start),
-                    (true, self.args.personal_start),
+                for (personal, start, wanted) in [
+                    (false, self.args.broadcast_start, self.args.search_runs),
+                    (
+                        true,
+                        self.args.personal_start,
+                        self.args.personal_search_runs,
+                    ),
                 ] {
+                    if run >= wanted {
+                        continue;
+                    }
                     let what = if personal { "personal" } else { "broadcast" };
                     eprintln!(
                         "herald-bench compare: {what} rate search, {} run {}",
@@ -1119,9 +1132,10 @@ pub fn markdown(results: &Results, servers: &[Server], args: &CompareArgs) -> St
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "↑ higher is better, ↓ lower is better. Medians of {} run(s) of the fixed workloads and {} of the rate searches; [min–max] where more than one. Idle: {} clients ({} for legacy); churn: {}; broadcast/personal: {}; 3 nodes: {} clients, broadcast {}/s, personal {}/s; search steps {}, fixed runs {}, p99 limit {}.",
+        "↑ higher is better, ↓ lower is better. Medians of {} run(s) of the fixed workloads, {} of the broadcast rate search and {} of the personal one; [min–max] where more than one. Idle: {} clients ({} for legacy); churn: {}; broadcast/personal: {}; 3 nodes: {} clients, broadcast {}/s, personal {}/s; search steps {}, fixed runs {}, p99 limit {}.",
         args.runs,
         args.search_runs,
+        args.personal_search_runs,
         args.idle_clients,
         args.legacy_idle_clients,
         args.churn_clients,
