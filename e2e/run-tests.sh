@@ -42,6 +42,9 @@ HELM_CACHE_HOME="$HERALD_CACHE/helm/cache" HELM_CONFIG_HOME="$HERALD_CACHE/helm/
 # The legacy Django Channels stack (tests/legacy_peer.rs, bench::peers::legacy): a Python
 # virtualenv under $HERALD_CACHE, instant when requirements.txt is unchanged.
 step "legacy peer (python venv)"; ./e2e/peers/legacy/setup.sh
+# Centrifugo, the other peer (tests/centrifugo_peer.rs, bench::peers::centrifugo): built from
+# Go modules into $HERALD_CACHE/bin, instant when e2e/peers/centrifugo/go.mod is unchanged.
+step "centrifugo"; ./e2e/peers/centrifugo/build.sh
 
 step "format"
 cargo fmt --all --check

@@ -37,7 +37,8 @@ command -v go >/dev/null || die "Go is required (go 1.26 or newer on PATH) to bu
 command -v sha256sum >/dev/null || die "sha256sum (coreutils) is required"
 
 # Version of a module as required in the wrapper go.mod ("require X vN" or inside a block).
-required() { sed 's/^require //' "$here/go.mod" | awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }'; }
+# awk alone (no pipe): an early `exit` must not SIGPIPE a writer under pipefail.
+required() { awk -v m="$1" '{ sub(/^require /, "") } $1 == m && $2 ~ /^v/ { print $2; exit }' "$here/go.mod"; }
 version="$(required "$module")"
 [ -n "$version" ] || die "no $module requirement in $here/go.mod"
 client_go="$(required k8s.io/client-go)"

@@ -37,7 +37,8 @@ log() { printf 'e2e/jaeger/build.sh: %s\n' "$*"; }
 command -v go >/dev/null || die "Go is required (go 1.26 or newer on PATH) to build Jaeger"
 command -v sha256sum >/dev/null || die "sha256sum (coreutils) is required"
 
-version="$(sed 's/^require //' "$here/go.mod" | awk -v m="$module" '$1 == m && $2 ~ /^v/ { print $2; exit }')"
+# awk alone (no pipe): an early `exit` must not SIGPIPE a writer under pipefail.
+version="$(awk -v m="$module" '{ sub(/^require /, "") } $1 == m && $2 ~ /^v/ { print $2; exit }' "$here/go.mod")"
 [ -n "$version" ] || die "no $module requirement in $here/go.mod"
 inputs="$(cd "$here" && cat go.mod go.sum; echo "recipe=$recipe")"
 line="jaeger $version inputs=$(printf '%s' "$inputs" | sha256sum | cut -c1-16)"

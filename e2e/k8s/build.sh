@@ -38,7 +38,8 @@ command -v go >/dev/null || die "Go is required (go 1.26 or newer on PATH) to bu
 command -v sha256sum >/dev/null || die "sha256sum (coreutils) is required"
 
 # Version of a module as required in a wrapper go.mod ("require X vN" or inside a block).
-required() { sed 's/^require //' "$1/go.mod" | awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit }'; }
+# awk alone (no pipe): an early `exit` must not SIGPIPE a writer under pipefail.
+required() { awk -v m="$2" '{ sub(/^require /, "") } $1 == m && $2 ~ /^v/ { print $2; exit }' "$1/go.mod"; }
 inputs_hash() { (cd "$1" && cat go.mod go.sum ./*.go 2>/dev/null; echo "recipe=$recipe") | sha256sum | cut -c1-16; }
 
 kube_version="$(required "$here/kube" k8s.io/kubernetes)"

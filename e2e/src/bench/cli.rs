@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use super::adapter::TargetKind;
+use super::compare::CompareArgs;
 
 /// Load tool for Herald-protocol push servers (loopback targets only).
 #[derive(Debug, Parser)]
@@ -33,6 +34,10 @@ pub enum Scenario {
     /// Publish personal messages round-robin over all users; report rate, latency, loss
     /// and misdeliveries.
     Personal(LoadArgs),
+    /// Start Herald, Centrifugo and the legacy stack in turn, run the same workloads against
+    /// each, print a table of ratios and draw a PNG chart (the connection options above are
+    /// ignored: every server is started here).
+    Compare(CompareArgs),
     /// Internal: a worker process driven by the parent over stdin/stdout.
     #[command(hide = true)]
     Worker,
@@ -46,6 +51,7 @@ impl Scenario {
             Self::Idle => "idle",
             Self::Broadcast(_) => "broadcast",
             Self::Personal(_) => "personal",
+            Self::Compare(_) => "compare",
             Self::Worker => "worker",
         }
     }

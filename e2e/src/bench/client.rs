@@ -82,12 +82,22 @@ pub async fn open(cfg: &ClientConfig, user: &str, source: IpAddr) -> Result<(Ws,
     let mut pending = frames.len();
     while pending > 0 {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => match cfg.target.classify(text.as_str()) {
-                Inbound::Ack => pending -= 1,
-                Inbound::Reply(reply) => ws.send(Message::text(reply)).await?,
-                Inbound::Error(e) => bail!("server refused subscription: {e}"),
-                Inbound::Delivery(_) | Inbound::Other => {}
-            },
+            Some(Ok(Message::Text(text))) => {
+                let (mut replies, mut refused) = (Vec::new(), None);
+                cfg.target
+                    .each_message(text.as_str(), &mut |message| match message {
+                        Inbound::Ack => pending = pending.saturating_sub(1),
+                        Inbound::Reply(reply) => replies.push(reply),
+                        Inbound::Error(e) => refused = Some(e),
+                        Inbound::Delivery(_) | Inbound::Other => {}
+                    });
+                if let Some(e) = refused {
+                    bail!("server refused subscription: {e}");
+                }
+                for reply in replies {
+                    ws.send(Message::text(reply)).await?;
+                }
+            }
             Some(Ok(Message::Close(frame))) => bail!("closed during handshake: {frame:?}"),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e).context("handshake"),
@@ -107,15 +117,21 @@ pub async fn read_loop(
 ) {
     while let Some(frame) = ws.next().await {
         match frame {
-            Ok(Message::Text(text)) => match target.classify(text.as_str()) {
-                Inbound::Delivery(payload) => recorder.delivery(&mut state, &payload, now_micros()),
-                Inbound::Reply(reply) => {
+            Ok(Message::Text(text)) => {
+                let mut reply = None;
+                target.each_message(text.as_str(), &mut |message| match message {
+                    Inbound::Delivery(payload) => {
+                        recorder.delivery(&mut state, &payload, now_micros());
+                    }
+                    Inbound::Reply(r) => reply = Some(r),
+                    Inbound::Ack | Inbound::Error(_) | Inbound::Other => {}
+                });
+                if let Some(reply) = reply {
                     if ws.send(Message::text(reply)).await.is_err() {
                         break;
                     }
                 }
-                Inbound::Ack | Inbound::Error(_) | Inbound::Other => {}
-            },
+            }
             Ok(Message::Close(_)) | Err(_) => break,
             // Pings are answered by tungstenite itself.
             Ok(_) => {}

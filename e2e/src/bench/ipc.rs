@@ -110,6 +110,9 @@ pub struct ConnectReport {
     pub errors: BTreeMap<String, u64>,
     /// TCP connect to `101` times, µs.
     pub connect_time: HistData,
+    /// TCP connect to subscribed (every handshake frame acknowledged) times, µs.
+    #[serde(default)]
+    pub ready_time: HistData,
     /// Wall time of the phase as seen by the worker, ms.
     pub elapsed_ms: f64,
     /// Global indices of the connected users.

@@ -14,16 +14,21 @@
 //! - [`ipc`]: the JSON-lines conversation between the parent and its worker processes.
 //! - [`worker`]: the child-process side (owns a slice of the connections).
 //! - [`pool`]: the parent-process side (spawns workers, fans commands out, gathers results).
-//! - [`peers`]: competing servers (the legacy Django Channels stack) started for comparison.
+//! - [`peers`]: competing servers (Centrifugo, the legacy Django Channels stack) started for
+//!   comparison.
 //! - [`ramp`]: the rate search used by `--find-max`.
 //! - [`rss`]: reading a server's resident memory from `/proc`.
 //! - [`cpu`]: reading processes' CPU time from `/proc` (server nodes, Redis).
 //! - [`report`]: the figures, their table and their JSON line.
+//! - [`compare`]: `compare`, the same workloads against Herald and its peers, as ratios.
+//! - [`chart`]: the PNG chart of a comparison.
 //! - [`run`]: the orchestration of a whole scenario.
 
 pub mod adapter;
+pub mod chart;
 pub mod cli;
 pub mod client;
+pub mod compare;
 pub mod cpu;
 pub mod ipc;
 pub mod net;

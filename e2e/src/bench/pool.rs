@@ -57,6 +57,11 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Process ids of the running workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(|w| w.child.id()).collect()
+    }
+
     /// Starts one worker per spec and waits until each has greeted.
     pub async fn spawn(specs: Vec<WorkerSpec>) -> Result<Self> {
         let exe = std::env::current_exe().context("locating the herald-bench binary")?;

@@ -56,6 +56,9 @@ pub struct ConnectFigures {
     pub rate_per_s: f64,
     /// TCP connect to `101` times.
     pub time: LatencySummary,
+    /// TCP connect to subscribed times (upgrade plus the adapter's handshake: for
+    /// Centrifugo that includes its `connect` command, where it checks the token).
+    pub ready_time: LatencySummary,
     /// The bench's own worker memory per connection, bytes.
     pub client_rss_per_conn_bytes: Option<f64>,
 }
@@ -151,6 +154,10 @@ pub struct CpuFigures {
     /// Redis (--redis-pids).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<ProcessCpu>,
+    /// The load generator itself: this process (publisher) and its worker processes
+    /// (clients), so its cost can be told apart from the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bench: Option<ProcessCpu>,
 }
 
 /// CPU used by a group of processes during one load step.
@@ -302,6 +309,18 @@ fn cpu_lines(out: &mut String, cpu: &CpuFigures) {
             r.us_per_delivery
         );
     }
+    if let Some(b) = &cpu.bench {
+        let _ = writeln!(
+            out,
+            "  {:<12}{} pid(s): {:.2} CPU-s over {:.1} s = {:.2} cores; {:.2} CPU-s per million deliveries",
+            "bench cpu",
+            b.pids.len(),
+            b.cpu_s,
+            cpu.window_s,
+            b.cores,
+            b.cpu_s_per_million_deliveries
+        );
+    }
 }
 
 /// Short CPU columns for a find-max step row.
@@ -344,6 +363,12 @@ impl Report {
             c.elapsed_s,
             c.rate_per_s,
             ms(&c.time)
+        );
+        let _ = writeln!(
+            out,
+            "  {:<12}connect to subscribed {}",
+            "",
+            ms(&c.ready_time)
         );
         errors_line(&mut out, &c.errors);
         if let Some(b) = c.client_rss_per_conn_bytes {
@@ -534,6 +559,7 @@ mod tests {
                 1_000_000,
             )),
             redis: Some(p),
+            bench: None,
         });
         let mut table = String::new();
         load_lines(&mut table, &l);

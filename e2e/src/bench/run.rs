@@ -49,6 +49,7 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
         Scenario::Broadcast(l) => (Stream::Broadcast, Some(l)),
         Scenario::Personal(l) => (Stream::Personal, Some(l)),
         Scenario::Worker => bail!("the worker scenario is internal"),
+        Scenario::Compare(_) => bail!("compare runs through bench::compare"),
     };
     let n = common.connections;
     if n == 0 {
@@ -122,6 +123,9 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
         ws_addrs.len()
     );
     let mut pool = Pool::spawn(specs).await?;
+    watch.bench_pids = std::iter::once(std::process::id())
+        .chain(pool.pids())
+        .collect();
     let started = Instant::now();
     let events = pool.ask(&Command::Connect).await?;
     let (connect, users) = connect_figures(events, started.elapsed())?;
@@ -230,6 +234,7 @@ pub fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
 fn connect_figures(events: Vec<Event>, elapsed: Duration) -> Result<(ConnectFigures, Vec<u64>)> {
     let mut figures = ConnectFigures::default();
     let mut times = LatencyHist::new();
+    let mut ready_times = LatencyHist::new();
     let mut users = Vec::new();
     let mut client_rss = 0u64;
     for event in events {
@@ -238,6 +243,7 @@ fn connect_figures(events: Vec<Event>, elapsed: Duration) -> Result<(ConnectFigu
             failed,
             errors,
             connect_time,
+            ready_time,
             users: mut worker_users,
             rss_bytes,
             ..
@@ -251,12 +257,14 @@ fn connect_figures(events: Vec<Event>, elapsed: Duration) -> Result<(ConnectFigu
             tally_error(&mut figures.errors, message, count);
         }
         times.merge(&LatencyHist::from_data(&connect_time));
+        ready_times.merge(&LatencyHist::from_data(&ready_time));
         users.append(&mut worker_users);
         client_rss += rss_bytes.unwrap_or(0);
     }
     figures.elapsed_s = elapsed.as_secs_f64();
     figures.rate_per_s = per_second(figures.ok, elapsed);
     figures.time = times.summary();
+    figures.ready_time = ready_times.summary();
     figures.client_rss_per_conn_bytes =
         (figures.ok > 0).then(|| client_rss as f64 / figures.ok as f64);
     users.sort_unstable();
@@ -291,6 +299,7 @@ struct CpuReading {
     at: Instant,
     server_s: f64,
     redis_s: f64,
+    bench_s: f64,
 }
 
 /// The processes whose CPU time each load step measures, and their idle use.
@@ -298,6 +307,8 @@ struct CpuReading {
 struct CpuWatch {
     server_pids: Vec<u32>,
     redis_pids: Vec<u32>,
+    /// This process and its workers (the load generator).
+    bench_pids: Vec<u32>,
     /// Cores busy during `--settle` (no load): server, Redis.
     idle: Option<(f64, f64)>,
 }
@@ -305,13 +316,14 @@ struct CpuWatch {
 impl CpuWatch {
     /// Reads every watched process; `None` when nothing is watched.
     fn read(&self) -> Result<Option<CpuReading>> {
-        if self.server_pids.is_empty() && self.redis_pids.is_empty() {
+        if self.server_pids.is_empty() && self.redis_pids.is_empty() && self.bench_pids.is_empty() {
             return Ok(None);
         }
         Ok(Some(CpuReading {
             at: Instant::now(),
             server_s: cpu::seconds_of(&self.server_pids).context("server CPU time")?,
             redis_s: cpu::seconds_of(&self.redis_pids).context("Redis CPU time")?,
+            bench_s: cpu::seconds_of(&self.bench_pids).context("bench CPU time")?,
         }))
     }
 
@@ -352,6 +364,7 @@ impl CpuWatch {
                 to.redis_s - from.redis_s,
                 self.idle.map(|i| i.1),
             ),
+            bench: group(&self.bench_pids, to.bench_s - from.bench_s, None),
         }
     }
 }
@@ -606,6 +619,7 @@ mod tests {
         let mut watch = CpuWatch {
             server_pids: vec![1, 2, 3],
             redis_pids: vec![4, 5],
+            bench_pids: vec![6],
             idle: None,
         };
         let t0 = Instant::now();
@@ -613,6 +627,7 @@ mod tests {
             at: t0 + Duration::from_secs(secs),
             server_s,
             redis_s,
+            bench_s: server_s / 2.0,
         };
         watch.set_idle(&at(0, 1.0, 2.0), &at(2, 1.2, 2.1));
         let (idle_server, idle_redis) = watch.idle.unwrap();
@@ -628,6 +643,9 @@ mod tests {
         let redis = f.redis.unwrap();
         assert!((redis.us_per_publish - 600.0).abs() < 1e-9);
         assert!((redis.net_us_per_publish.unwrap() - 100.0).abs() < 1e-9);
+        let bench = f.bench.unwrap();
+        assert_eq!(bench.pids, [6]);
+        assert!((bench.cpu_s_per_million_deliveries - 0.5).abs() < 1e-9);
         watch.server_pids.clear();
         assert!(watch
             .figures(&at(0, 0.0, 0.0), &at(1, 0.0, 0.0), 1, 1)

@@ -146,13 +146,15 @@ async fn connect_all(
     let mut attempts = JoinSet::new();
     let mut report = ConnectReport::default();
     let mut times = LatencyHist::new();
+    let mut ready_times = LatencyHist::new();
     let mut errors = BTreeMap::new();
 
-    let mut settle = |result: Result<(usize, Duration), String>| match result {
-        Ok((index, took)) => {
+    let mut settle = |result: Result<(usize, Duration, Duration), String>| match result {
+        Ok((index, took, ready)) => {
             report.ok += 1;
             report.users.push(index as u64);
             times.record(took.as_micros() as u64);
+            ready_times.record(ready.as_micros() as u64);
         }
         Err(e) => {
             report.failed += 1;
@@ -170,8 +172,10 @@ async fn connect_all(
         let source = source_ip(global, spec.source_ips);
         attempts.spawn(async move {
             let _permit = permit;
+            let begun = Instant::now();
             match tokio::time::timeout(timeout, client::open(&cfg, &user, source)).await {
                 Ok(Ok((ws, took))) => {
+                    let ready = begun.elapsed();
                     recorder.connected();
                     tokio::spawn(client::read_loop(
                         ws,
@@ -179,7 +183,7 @@ async fn connect_all(
                         recorder,
                         ClientState::new(user),
                     ));
-                    Ok((global, took))
+                    Ok((global, took, ready))
                 }
                 Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(_) => Err(format!("connect+subscribe timed out after {timeout:?}")),
@@ -195,6 +199,7 @@ async fn connect_all(
 
     report.users.sort_unstable();
     report.connect_time = times.to_data();
+    report.ready_time = ready_times.to_data();
     report.errors = errors;
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     report.rss_bytes = rss::of_self().ok();

@@ -21,6 +21,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Scenario::Compare(args) = &cli.scenario {
+        // On Ctrl-C or SIGTERM the comparison future is dropped, and with it every server
+        // it started (their guards stop them).
+        let outcome = runtime.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = herald_e2e::bench::compare::compare(args) => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+                _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+            }
+        });
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        return match outcome {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("herald-bench compare: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let limit = cli.common.timeout;
     let outcome = runtime.block_on(async {
         match tokio::time::timeout(limit, run::run(&cli.common, &cli.scenario)).await {

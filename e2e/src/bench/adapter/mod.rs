@@ -5,6 +5,7 @@
 //! in [`Stream`]s, [`Publication`]s and [`Inbound`] classifications. A worker process builds
 //! its adapter from a serialisable [`TargetSpec`].
 
+pub mod centrifugo;
 pub mod herald;
 pub mod legacy;
 
@@ -91,6 +92,13 @@ pub trait Target: Send + Sync + 'static {
     /// Classifies one text frame received by a client.
     fn classify<'a>(&self, text: &'a str) -> Inbound<'a>;
 
+    /// Classifies every message of one text frame, in order. Servers that write several
+    /// messages into one frame (Centrifugo: newline-separated) override it; the default is
+    /// one message per frame.
+    fn each_message<'a>(&self, text: &'a str, f: &mut dyn FnMut(Inbound<'a>)) {
+        f(self.classify(text));
+    }
+
     /// Largest number of publications [`Target::publish_call`] accepts at once.
     fn max_batch(&self) -> usize;
 
@@ -111,6 +119,9 @@ pub enum TargetKind {
     /// The legacy Django Channels service (`e2e/peers/legacy/`: JWT in the query,
     /// `channel_layer.group_send` behind `/api/push/`).
     Legacy,
+    /// Centrifugo (`e2e/peers/centrifugo/`: JSON protocol, `connect` with a JWT, `subscribe`,
+    /// server HTTP API `/api/publish` and `/api/batch`).
+    Centrifugo,
 }
 
 /// Everything needed to build a [`Target`], passed from the parent to its workers.
@@ -136,6 +147,7 @@ impl TargetSpec {
         Ok(match self.kind {
             TargetKind::Herald => Arc::new(herald::Herald::new(self)?),
             TargetKind::Legacy => Arc::new(legacy::Legacy::new(self)?),
+            TargetKind::Centrifugo => Arc::new(centrifugo::Centrifugo::new(self)?),
         })
     }
 }

@@ -14,12 +14,12 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::time::{sleep, Instant};
 
+use super::RunDir;
 use crate::bench::adapter::{TargetKind, TargetSpec};
 use crate::fixture::redis::RedisServer;
 
@@ -71,8 +71,8 @@ impl LegacyPeer {
         let app = app_dir();
         let venv = setup(&app).await?;
         let redis = RedisServer::start_standalone().await?;
-        let dir = RunDir::new()?;
-        let log_path = dir.0.join("daphne.log");
+        let dir = RunDir::new("herald-legacy", "HERALD_KEEP_LEGACY_DIRS")?;
+        let log_path = dir.path().join("daphne.log");
         let log = fs::File::create(&log_path)
             .with_context(|| format!("could not create {}", log_path.display()))?;
 
@@ -80,7 +80,7 @@ impl LegacyPeer {
         command
             .current_dir(&app)
             .args(["-b", "127.0.0.1", "-p", "0", "--access-log"])
-            .arg(dir.0.join("access.log"))
+            .arg(dir.path().join("access.log"))
             .arg("legacy_push.asgi:application")
             .env("LEGACY_DJANGO_SECRET", django_secret())
             .env("LEGACY_JWT_SECRET", &options.jwt_secret)
@@ -164,7 +164,7 @@ impl LegacyPeer {
 
     /// Everything daphne logged so far (startup, warnings, channels_redis drop reports).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.0.join("daphne.log")).unwrap_or_default()
+        fs::read_to_string(self.dir.path().join("daphne.log")).unwrap_or_default()
     }
 
     /// Full process queues channels_redis reported so far: the sum of `N` over its
@@ -261,34 +261,6 @@ fn django_secret() -> String {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// A directory for daphne's logs under [`std::env::temp_dir`], removed on drop
-/// (kept when `HERALD_KEEP_LEGACY_DIRS` is set).
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn new() -> Result<Self> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "herald-legacy-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir(&path).with_context(|| format!("could not create {}", path.display()))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        if std::env::var_os("HERALD_KEEP_LEGACY_DIRS").is_some() {
-            eprintln!("keeping legacy peer directory {}", self.0.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 #[cfg(test)]

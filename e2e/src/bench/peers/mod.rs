@@ -2,5 +2,50 @@
 //! the bench can drive them through their [`adapter`](super::adapter)s.
 //!
 //! - [`legacy`]: the Django Channels + channels_redis + daphne service Herald replaces.
+//! - [`centrifugo`]: Centrifugo, built from Go modules by `e2e/peers/centrifugo/build.sh`.
 
+pub mod centrifugo;
 pub mod legacy;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+
+/// A directory for a peer's config and logs under [`std::env::temp_dir`], removed on drop
+/// (kept when the environment variable named at creation is set).
+pub(crate) struct RunDir {
+    path: PathBuf,
+    keep_env: &'static str,
+}
+
+impl RunDir {
+    /// Creates `<tmp>/<prefix>-<pid>-<n>`.
+    pub(crate) fn new(prefix: &str, keep_env: &'static str) -> Result<Self> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir(&path).with_context(|| format!("could not create {}", path.display()))?;
+        Ok(Self { path, keep_env })
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if std::env::var_os(self.keep_env).is_some() {
+            eprintln!("keeping peer directory {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
