@@ -142,6 +142,19 @@ async fn bad_frames_get_bad_request_and_the_connection_survives() {
 }
 
 #[tokio::test]
+async fn a_message_just_under_the_limit_is_read_whole_and_answered() {
+    // Far larger than the node's per-connection read buffer (512 B): read in many chunks.
+    let node = TestNode::start(&[]);
+    let mut client = node.connect("7").await;
+    let pad = "x".repeat(16 * 1024 - 64);
+    client
+        .send_text(&format!(r#"{{"type":"ping","pad":"{pad}"}}"#))
+        .await;
+    assert_eq!(client.recv_type("pong").await["type"], "pong");
+    client.assert_alive().await;
+}
+
+#[tokio::test]
 async fn an_oversized_message_closes_with_1009_and_the_node_keeps_serving() {
     let node = TestNode::start(&["--max-message-bytes", "1024"]);
     let mut client = node.connect("7").await;
