@@ -1,86 +1,21 @@
 #!/usr/bin/env bash
-# Builds Centrifugo, the peer that herald-bench compares Herald with, from Go
-# modules (no release download).
+# Builds Centrifugo, the peer that herald-bench compares Herald with, from Go modules
+# (no release download).
 #
 #   e2e/peers/centrifugo/build.sh            build it if missing or out of date
 #   e2e/peers/centrifugo/build.sh --force    rebuild it
 #
-# Output: $HERALD_CACHE/bin/centrifugo (HERALD_CACHE defaults to
-# $HOME/.cache/herald) and a "centrifugo <version> inputs=<hash>" line in
-# $HERALD_CACHE/bin/VERSIONS, the stamp file shared with e2e/k8s/build.sh and
-# e2e/jaeger/build.sh. When the line matches, nothing is rebuilt, so a warm run
-# takes a second. Go's module and build caches live under $HERALD_CACHE/go.
-#
-# Input: e2e/peers/centrifugo (wrapper module whose `tool` line pins
-# github.com/centrifugal/centrifugo/v6). Builds run under `nice -n 19`.
+# Output: $HERALD_CACHE/bin/centrifugo and its line in $HERALD_CACHE/bin/VERSIONS (see
+# e2e/go-tool.sh). Input: e2e/peers/centrifugo (wrapper module whose `tool` line pins
+# github.com/centrifugal/centrifugo/v6).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-cache="${HERALD_CACHE:-$HOME/.cache/herald}"
-bin="$cache/bin"
-stamp="$bin/VERSIONS"
-force=0
-case "${1:-}" in
-  "") ;;
-  --force) force=1 ;;
-  *) printf 'usage: %s [--force]\n' "$0" >&2; exit 2 ;;
-esac
-
+name=centrifugo
+module=github.com/centrifugal/centrifugo/v6
 # Bump when the build command below changes in a way that changes the binary.
 recipe=1
-module=github.com/centrifugal/centrifugo/v6
+# shellcheck source=../../go-tool.sh
+. "$here/../../go-tool.sh"
 
-die() { printf 'e2e/peers/centrifugo/build.sh: error: %s\n' "$*" >&2; exit 1; }
-log() { printf 'e2e/peers/centrifugo/build.sh: %s\n' "$*"; }
-
-command -v go >/dev/null || die "Go is required (go 1.26 or newer on PATH) to build Centrifugo"
-command -v sha256sum >/dev/null || die "sha256sum (coreutils) is required"
-
-# awk alone (no pipe): an early `exit` must not SIGPIPE a writer under pipefail.
-version="$(awk -v m="$module" '{ sub(/^require /, "") } $1 == m && $2 ~ /^v/ { print $2; exit }' "$here/go.mod")"
-[ -n "$version" ] || die "no $module requirement in $here/go.mod"
-inputs="$(cd "$here" && cat go.mod go.sum; echo "recipe=$recipe")"
-line="centrifugo $version inputs=$(printf '%s' "$inputs" | sha256sum | cut -c1-16)"
-
-mkdir -p "$bin" "$cache/go"
-# One Centrifugo build at a time per cache (a second run waits, then finds it
-# up to date). A lock of its own, so it can build while the other builds run.
-if command -v flock >/dev/null; then
-  exec 9>"$bin/.lock-centrifugo"
-  flock 9
-fi
-
-if [ "$force" = 0 ] && [ -x "$bin/centrifugo" ] && [ -f "$stamp" ] && grep -qxF "$line" "$stamp"; then
-  log "centrifugo $version is up to date in $bin"
-  exit 0
-fi
-
-export GOPATH="$cache/go" GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build"
-# Static binary, committed go.sum only, no VCS stamping of the wrapper module.
-export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
-
-log "building centrifugo $version (cold: minutes on 2 cores)"
-start=$SECONDS
-tmp="$(mktemp -d "$bin/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-ldflags="-s -w -X $module/internal/build.Version=${version#v}"
-if ! (cd "$here" && nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$tmp/centrifugo" "$module"); then
-  die "go build failed in $here for $module.
-  If a module could not be downloaded, check that the Go module proxy is reachable
-  (go env GOPROXY) and that the versions in $here/go.mod exist."
-fi
-"$tmp/centrifugo" version >/dev/null 2>&1 || die "the freshly built centrifugo does not run"
-mv -f "$tmp/centrifugo" "$bin/centrifugo"
-rm -rf "$tmp"; trap - EXIT
-
-# Replace the centrifugo line of the shared stamp under the lock that
-# e2e/k8s/build.sh holds while it writes the same file.
-if command -v flock >/dev/null; then
-  exec 8>"$bin/.lock"
-  flock 8
-fi
-tmp="$(mktemp "$bin/.VERSIONS.XXXXXX")"
-{ if [ -f "$stamp" ]; then grep -v '^centrifugo ' "$stamp" || true; fi; echo "$line"; } > "$tmp"
-chmod 644 "$tmp"
-mv "$tmp" "$stamp"
-log "built centrifugo $version in $((SECONDS - start)) s: $bin/centrifugo"
+go_tool_build "$module" "-s -w -X $module/internal/build.Version=${version#v}" version

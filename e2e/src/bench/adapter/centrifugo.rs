@@ -301,27 +301,12 @@ impl Target for Centrifugo {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{payload, spec};
+    use super::super::TargetKind;
     use super::*;
 
     fn centrifugo() -> Centrifugo {
-        Centrifugo::new(&TargetSpec {
-            kind: super::super::TargetKind::Centrifugo,
-            ws_addr: "127.0.0.1:8000".parse().unwrap(),
-            publish_addr: "127.0.0.1:8000".parse().unwrap(),
-            jwt_secret: "s3cret".into(),
-            api_key: "key".into(),
-            token_ttl_secs: 60,
-        })
-        .unwrap()
-    }
-
-    fn payload(seq: u64, user: Option<&'static str>) -> Payload<'static> {
-        Payload {
-            run: 1,
-            seq,
-            ts: 9,
-            user: user.map(Into::into),
-        }
+        Centrifugo::new(&spec(TargetKind::Centrifugo)).unwrap()
     }
 
     #[test]

@@ -182,18 +182,12 @@ impl Target for Herald {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::spec;
+    use super::super::TargetKind;
     use super::*;
 
     fn herald() -> Herald {
-        Herald::new(&TargetSpec {
-            kind: super::super::TargetKind::Herald,
-            ws_addr: "127.0.0.1:8080".parse().unwrap(),
-            publish_addr: "127.0.0.1:8080".parse().unwrap(),
-            jwt_secret: "s3cret".into(),
-            api_key: "key".into(),
-            token_ttl_secs: 60,
-        })
-        .unwrap()
+        Herald::new(&spec(TargetKind::Herald)).unwrap()
     }
 
     #[test]
@@ -210,7 +204,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(data.claims["user_id"], "bench-1");
-        assert!(url.starts_with("ws://127.0.0.1:8080/ws/notifications/?token="));
+        assert!(url.starts_with("ws://127.0.0.1:8000/ws/notifications/?token="));
     }
 
     #[test]

@@ -221,27 +221,12 @@ impl Target for Legacy {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{payload, spec};
+    use super::super::TargetKind;
     use super::*;
 
     fn legacy() -> Legacy {
-        Legacy::new(&TargetSpec {
-            kind: super::super::TargetKind::Legacy,
-            ws_addr: "127.0.0.1:8000".parse().unwrap(),
-            publish_addr: "127.0.0.1:8000".parse().unwrap(),
-            jwt_secret: "s3cret".into(),
-            api_key: "key".into(),
-            token_ttl_secs: 60,
-        })
-        .unwrap()
-    }
-
-    fn payload(seq: u64, user: Option<&'static str>) -> Payload<'static> {
-        Payload {
-            run: 1,
-            seq,
-            ts: 9,
-            user: user.map(Into::into),
-        }
+        Legacy::new(&spec(TargetKind::Legacy)).unwrap()
     }
 
     #[test]

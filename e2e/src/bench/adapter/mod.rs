@@ -151,3 +151,31 @@ impl TargetSpec {
         })
     }
 }
+
+/// What the adapters' unit tests share: a spec on a fixed loopback address, and payloads.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Payload, TargetKind, TargetSpec};
+
+    /// A spec for `kind` on 127.0.0.1:8000 with throw-away credentials.
+    pub fn spec(kind: TargetKind) -> TargetSpec {
+        TargetSpec {
+            kind,
+            ws_addr: "127.0.0.1:8000".parse().expect("an address"),
+            publish_addr: "127.0.0.1:8000".parse().expect("an address"),
+            jwt_secret: "s3cret".into(),
+            api_key: "key".into(),
+            token_ttl_secs: 60,
+        }
+    }
+
+    /// Bench record `seq` of run 1, for `user` when personal.
+    pub fn payload(seq: u64, user: Option<&'static str>) -> Payload<'static> {
+        Payload {
+            run: 1,
+            seq,
+            ts: 9,
+            user: user.map(Into::into),
+        }
+    }
+}
