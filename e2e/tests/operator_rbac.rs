@@ -1,10 +1,10 @@
 //! A cluster admin installs Herald the least-privilege way: the CRDs, then the operator's
-//! RBAC manifest (operator/deploy/rbac.yaml, which the Helm chart reuses), and runs the
-//! operator as its `herald-operator` service account, nothing more. The real operator binary
-//! runs against a real kube-apiserver, etcd and kube-controller-manager (built from Go
-//! modules by e2e/k8s/build.sh) and a real Redis, all on loopback; every permission the
-//! manifest grants is used below, so a missing one shows up as a story that never finishes,
-//! and a superfluous one as a `can-i` that says yes.
+//! RBAC manifest (operator/deploy/rbac.yaml, whose rules the Helm chart renders too, kept
+//! equal by tests/chart.rs), and runs the operator as its `herald-operator` service
+//! account, nothing more. The real operator binary runs against a real kube-apiserver, etcd
+//! and kube-controller-manager (built from Go modules by e2e/k8s/build.sh) and a real Redis,
+//! all on loopback; every permission the manifest grants is used below, so a missing one
+//! shows up as a story that never finishes, and a superfluous one as a `can-i` that says yes.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
