@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
-use super::RunDir;
+use super::{stop_by_pid, RunDir};
 use crate::bench::adapter::centrifugo::{GROUP_NAMESPACE, PERSONAL_NAMESPACE};
 use crate::bench::adapter::{TargetKind, TargetSpec};
 
@@ -32,8 +32,6 @@ use crate::bench::adapter::{TargetKind, TargetSpec};
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `build.sh` may take (a cold build compiles Centrifugo and its dependencies).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
-/// How long a SIGTERMed Centrifugo gets before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Where Centrifugo keeps its broker state.
 #[derive(Debug, Clone, Default)]
@@ -162,20 +160,8 @@ impl CentrifugoPeer {
 
     /// Stops Centrifugo (SIGTERM, then SIGKILL after a grace period), by pid.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let terminated = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            let deadline = std::time::Instant::now() + STOP_GRACE;
-            while terminated
-                && std::time::Instant::now() < deadline
-                && matches!(child.try_wait(), Ok(None))
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_by_pid(child);
         }
     }
 }

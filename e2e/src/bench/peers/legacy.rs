@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::time::{sleep, Instant};
 
-use super::RunDir;
+use super::{stop_by_pid, RunDir};
 use crate::bench::adapter::{TargetKind, TargetSpec};
 use crate::fixture::redis::RedisServer;
 
@@ -27,8 +27,6 @@ use crate::fixture::redis::RedisServer;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `setup.sh` may take (a cold install downloads and builds wheels).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long a SIGTERMed daphne gets before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// What daphne logs once its socket is bound.
 const LISTENING: &str = "Listening on TCP address ";
 /// What channels_redis logs when `group_send` dropped messages for full channels.
@@ -176,20 +174,8 @@ impl LegacyPeer {
 
     /// Stops daphne (SIGTERM, then SIGKILL after a grace period) and Redis, by pid.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.daphne.take() {
-            let terminated = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            let deadline = std::time::Instant::now() + STOP_GRACE;
-            while terminated
-                && std::time::Instant::now() < deadline
-                && matches!(child.try_wait(), Ok(None))
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.daphne.take() {
+            stop_by_pid(child);
         }
         self.redis.stop();
     }

@@ -11,7 +11,27 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
+
+/// How long a peer may take to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Stops a peer process by pid: SIGTERM, then SIGKILL once [`STOP_GRACE`] is over.
+pub(crate) fn stop_by_pid(mut child: Child) {
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    let deadline = Instant::now() + STOP_GRACE;
+    while terminated && Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
 
 /// A directory for a peer's config and logs under [`std::env::temp_dir`], removed on drop
 /// (kept when the environment variable named at creation is set).
