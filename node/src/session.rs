@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -36,6 +36,10 @@ const MAX_BATCH: usize = 64;
 const CURSOR_FLUSH: Duration = Duration::from_secs(2);
 /// Window in which repeated rate-limit violations count as abuse.
 const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// Time allowed to write the close frame.
+const CLOSE_SEND: Duration = Duration::from_secs(1);
+/// How long input is read and discarded after the close frame (lingering close).
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Outcome of handling one event: keep going or close.
 enum Flow {
@@ -629,12 +633,38 @@ where
         }
     }
 
+    /// Sends a close frame, then lingers: reads and discards input until the peer's
+    /// close frame, the end of the stream or [`LINGER`]. Closing a socket that still
+    /// holds unread data makes the kernel answer with a reset, which can discard the
+    /// close frame still queued for the client (browsers then report 1006).
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+        match tokio::time::timeout(CLOSE_SEND, self.ws.close(Some(frame))).await {
+            Ok(Ok(())) => {}
+            // The peer is gone, or not reading at all: nothing to linger for.
+            _ => return,
+        }
+        let deadline = Instant::now() + LINGER;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) | Ok(Some(Ok(WsMessage::Close(_)))) => return,
+                Ok(Some(Ok(_))) => continue,
+                // Input that cannot be parsed as frames (e.g. the rest of an oversized
+                // frame), or a stream already ended by such an error.
+                Ok(Some(Err(_)) | None) => break,
+            }
+        }
+        let mut scratch = vec![0u8; 4096];
+        let stream = self.ws.get_mut();
+        while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await
+        {
+            if read == 0 {
+                return;
+            }
+        }
     }
 
     fn finish(mut self) {

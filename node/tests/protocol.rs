@@ -260,3 +260,193 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A hand-rolled WebSocket client on a raw TCP socket: it can leave data unread in the
+/// node's receive buffer and tell a clean end (FIN) from a reset (RST).
+struct RawClient {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Upgrades as `user`; `recv_buffer` shrinks the client's receive buffer so that the
+    /// node's replies back up in the node's send queue.
+    async fn connect(node: &TestNode, user: &str, recv_buffer: Option<u32>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let mut stream = socket.connect(node.addr).await.unwrap();
+        let request = format!(
+            "GET /ws/notifications/?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n",
+            token(user),
+            node.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        buf.drain(..end);
+        Self { stream, buf }
+    }
+
+    /// A masked client frame.
+    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut out = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        tokio::time::timeout(Duration::from_secs(5), self.stream.write_all(bytes))
+            .await
+            .expect("write not stuck")
+    }
+
+    /// Next server frame (opcode, payload); an error when the connection ended.
+    async fn read_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        loop {
+            if self.buf.len() >= 2 {
+                let (len, start) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= start + len {
+                    let opcode = self.buf[0] & 0x0f;
+                    let payload = self.buf[start..start + len].to_vec();
+                    self.buf.drain(..start + len);
+                    return Ok((opcode, payload));
+                }
+            }
+            match self.read_more().await? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                _ => continue,
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+            .await
+            .expect("the node answers within 5 s")?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads frames until a close frame; returns its code and reason.
+    async fn close_frame(&mut self) -> (u16, String) {
+        loop {
+            match self.read_frame().await {
+                Ok((0x8, payload)) => {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("connection ended without a close frame: {e}"),
+            }
+        }
+    }
+
+    /// Answers the close frame as a browser does and expects the node to end the TCP
+    /// connection cleanly (FIN), not with a reset, `within` the given time.
+    async fn finish_close_handshake(&mut self, code: u16, within: Duration) {
+        let reply = Self::frame(0x8, &code.to_be_bytes());
+        // The node may already have closed after its linger; a reset must not happen.
+        self.write(&reply).await.expect("close reply sent");
+        let started = std::time::Instant::now();
+        loop {
+            match self.read_more().await {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => panic!("connection reset instead of closed: {e}"),
+            }
+        }
+        assert!(
+            started.elapsed() < within,
+            "closed after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_message_among_a_flood_still_delivers_1009_and_a_clean_close() {
+    let node = TestNode::start(&["--max-message-bytes", "1024"]);
+    let mut client = RawClient::connect(&node, "7", None).await;
+    // One frame far over the limit, sent whole: most of it is still unread in the
+    // node's receive buffer when the node decides to close.
+    let huge = RawClient::frame(0x1, &vec![b'x'; 256 * 1024]);
+    client
+        .write(&huge)
+        .await
+        .expect("the node reads (and discards) what it will not process, no reset");
+    assert_eq!(
+        client.close_frame().await,
+        (1009, "message too big".to_owned())
+    );
+    // The rest of the oversized frame cannot be parsed, so the node reads raw bytes
+    // until its linger (1 s) ends.
+    client
+        .finish_close_handshake(1009, Duration::from_millis(1500))
+        .await;
+}
+
+#[tokio::test]
+async fn a_flooding_client_that_reads_late_still_gets_1008() {
+    let node = TestNode::start(&["--inbound-rate", "1", "--inbound-burst", "50"]);
+    // A small receive buffer: the node's pongs and errors fill it, so its close frame
+    // waits in the node's send queue, where a reset would discard it.
+    let mut client = RawClient::connect(&node, "7", Some(2048)).await;
+    let ping = RawClient::frame(0x1, br#"{"type":"ping"}"#);
+    let flood: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 400)
+        .collect();
+    client.write(&flood).await.expect("flood sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        client.close_frame().await,
+        (1008, "rate limit exceeded repeatedly".to_owned())
+    );
+    // The node sees the close reply among the flood and closes at once.
+    client
+        .finish_close_handshake(1008, Duration::from_millis(700))
+        .await;
+}
