@@ -309,6 +309,10 @@ where
             }
             WsMessage::Binary(_) => {
                 self.node.metrics.inbound.inc();
+                // Every data frame counts against the bucket, refused ones included.
+                if !self.inbound.try_take() {
+                    return self.on_rate_limited().await;
+                }
                 self.reply_error(
                     ErrorCode::BadRequest,
                     None,

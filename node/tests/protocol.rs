@@ -450,3 +450,39 @@ async fn a_flooding_client_that_reads_late_still_gets_1008() {
         .finish_close_handshake(1008, Duration::from_millis(700))
         .await;
 }
+
+#[tokio::test]
+async fn binary_frames_count_against_the_inbound_rate_limit() {
+    let node = TestNode::start(&["--inbound-rate", "1", "--inbound-burst", "5"]);
+    let mut client = node.connect("7").await;
+    for _ in 0..8 {
+        client
+            .ws
+            .send(Message::Binary(vec![1, 2, 3].into()))
+            .await
+            .unwrap();
+    }
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(client.recv().await["code"].as_str().unwrap().to_owned());
+    }
+    let limited = codes.iter().filter(|c| *c == "rate_limited").count();
+    let bad = codes.iter().filter(|c| *c == "bad_request").count();
+    // Five from the burst (perhaps one more refilled), the rest rate limited.
+    assert!((5..=6).contains(&bad) && bad + limited == 8, "{codes:?}");
+    // Sustained binary flooding is abuse like any other: closed with 1008.
+    for _ in 0..300 {
+        if client
+            .ws
+            .send(Message::Binary(vec![0; 16].into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        client.ending(Duration::from_secs(5)).await,
+        Ending::Closed(Some(1008), "rate limit exceeded repeatedly".into())
+    );
+}
