@@ -230,11 +230,17 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
         .map(|v| v.as_bytes())
         != Some(b"13")
     {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+        // RFC 6455 §4.2.2: answer with the versions this server speaks.
+        let mut response = error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported_version",
             "unsupported Sec-WebSocket-Version; expected 13",
         );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            http::HeaderValue::from_static("13"),
+        );
+        return response;
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return error_response(

@@ -122,3 +122,44 @@ async fn the_node_refuses_to_start_without_credentials() {
     assert!(stderr.contains("HERALD_API_KEY"), "{stderr}");
     assert!(stderr.contains("--dev"), "{stderr}");
 }
+
+/// Sends a raw HTTP/1.1 request head and returns the whole response text.
+async fn raw_http(node: &TestNode, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut response),
+    )
+    .await;
+    assert!(read.is_ok(), "the node answers and closes within 5 s");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn a_wrong_websocket_version_gets_426_naming_version_13() {
+    let node = TestNode::start(&[]);
+    for version in ["8", "14", "", "13, 8"] {
+        let response = raw_http(
+            &node,
+            &format!(
+                "GET /ws/notifications/?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: {version}\r\nConnection: close\r\n\r\n",
+                common::token("1")
+            ),
+        )
+        .await;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 426"), "{version:?}: {head}");
+        assert!(
+            head.lines()
+                .any(|l| l.eq_ignore_ascii_case("sec-websocket-version: 13")),
+            "{version:?}: {head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], "unsupported_version", "{body}");
+    }
+}
