@@ -126,9 +126,18 @@ pub fn authorized(node: &Node, headers: &HeaderMap) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
         .unwrap_or("");
     constant_time_eq(presented.as_bytes(), node.api_key.as_bytes())
+}
+
+/// The credentials of an `Authorization: Bearer <credentials>` value. The scheme is
+/// case-insensitive (RFC 7235 §2.1) and may be followed by several spaces.
+pub fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -520,6 +529,17 @@ mod tests {
         assert_eq!(q.get("x"), Some("%zz"));
         assert_eq!(q.get("y"), Some("%4"));
         assert_eq!(q.get("missing"), None);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k", "bearer k", "BEARER k", "bEaReR   k"] {
+            assert_eq!(bearer_credentials(value), Some("k"), "{value}");
+        }
+        for value in ["Basic k", "Bearerk", "Bearer", "", "Bearer\tk", "Token k"] {
+            assert_eq!(bearer_credentials(value), None, "{value}");
+        }
+        assert_eq!(bearer_credentials("Bearer "), Some(""));
     }
 
     #[test]

@@ -375,7 +375,7 @@ fn authenticate(node: &Node, req: &Request<Incoming>) -> Result<Identity, AuthEr
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(api::bearer_credentials)
     });
     match token {
         Some(token) => node.auth.verify(token),

@@ -163,3 +163,47 @@ async fn a_wrong_websocket_version_gets_426_naming_version_13() {
         assert_eq!(body["error"]["code"], "unsupported_version", "{body}");
     }
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_for_tokens_and_the_api_key() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let node = TestNode::start(&[]);
+    for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
+        let mut request = format!("ws://{}/ws/notifications/", node.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("{scheme} {}", common::token("99")).parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .unwrap_or_else(|e| panic!("{scheme}: {e}"));
+        common::Client { ws }.assert_alive().await;
+
+        let (status, body) =
+            publish_with_auth(&node, &format!("{scheme} {}", common::API_KEY)).await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    // Another scheme is still refused.
+    let (status, body) = publish_with_auth(&node, &format!("Basic {}", common::API_KEY)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+}
+
+async fn publish_with_auth(node: &TestNode, authorization: &str) -> (u16, serde_json::Value) {
+    let body = json!({"channel": "alerts", "type": "alert", "data": {}}).to_string();
+    let (status, bytes) = common::try_http(
+        node.addr,
+        "POST",
+        "/api/v1/publish",
+        None,
+        &[("authorization", authorization)],
+        body,
+    )
+    .await
+    .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
