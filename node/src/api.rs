@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::auth::claim_as_id;
 use crate::broker::{Message, Target};
+use crate::capped::{self, CappedError};
 use crate::hub::unix_micros;
 use crate::node::Node;
 
@@ -64,6 +65,9 @@ pub enum PublishError {
     /// A per-user channel needs recipients.
     #[error("channel {0:?} delivers per user: name the recipients in \"users\"")]
     UsersRequired(String),
+    /// More recipients than `HERALD_MAX_USERS_PER_MESSAGE`.
+    #[error("\"users\" names more than {0} recipients; split the message")]
+    TooManyUsers(usize),
     /// A user id is neither a string nor an integer.
     #[error("\"users\" must contain user ids as strings or integers, found {0}")]
     InvalidUser(String),
@@ -86,6 +90,7 @@ impl PublishError {
             PublishError::DataNotObject => (StatusCode::UNPROCESSABLE_ENTITY, "data_not_object"),
             PublishError::UsersRequired(_) => (StatusCode::UNPROCESSABLE_ENTITY, "users_required"),
             PublishError::InvalidUser(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user"),
+            PublishError::TooManyUsers(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_users"),
             PublishError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable"),
         }
@@ -100,13 +105,14 @@ impl PublishError {
 /// One message as backends send it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishRequest {
+struct PublishRequest<'a> {
     channel: String,
     #[serde(rename = "type")]
     kind: String,
     data: Box<RawValue>,
-    #[serde(default)]
-    users: Option<Vec<Value>>,
+    /// Parsed later, against the recipient limit.
+    #[serde(default, borrow)]
+    users: Option<&'a RawValue>,
 }
 
 /// What a successful publish returns.
@@ -164,8 +170,16 @@ pub fn unauthorized() -> Response<Body> {
 pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        let items: Vec<Box<RawValue>> = match serde_json::from_slice(body) {
+        let max = node.config.max_batch;
+        let items: Vec<&RawValue> = match capped::parse(body, max) {
             Ok(items) => items,
+            Err(CappedError::TooMany(_)) => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_many_messages",
+                    &format!("a batch holds at most {max} messages (HERALD_MAX_BATCH); split it"),
+                )
+            }
             Err(e) => {
                 return error_response(
                     StatusCode::BAD_REQUEST,
@@ -200,7 +214,7 @@ pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
     }
 }
 
-fn parse_request(body: &[u8]) -> Result<PublishRequest, PublishError> {
+fn parse_request(body: &[u8]) -> Result<PublishRequest<'_>, PublishError> {
     serde_json::from_slice(body).map_err(|e| {
         PublishError::BadRequest(format!(
             "invalid publish request: {e}; expected {{\"channel\",\"type\",\"data\",\"users\"?}}"
@@ -208,7 +222,10 @@ fn parse_request(body: &[u8]) -> Result<PublishRequest, PublishError> {
     })
 }
 
-async fn publish_one(node: &Arc<Node>, request: PublishRequest) -> Result<Published, PublishError> {
+async fn publish_one(
+    node: &Arc<Node>,
+    request: PublishRequest<'_>,
+) -> Result<Published, PublishError> {
     let channels = node.channels.snapshot();
     let (channel, config) = channels
         .get(&request.channel)
@@ -222,16 +239,9 @@ async fn publish_one(node: &Arc<Node>, request: PublishRequest) -> Result<Publis
     if !request.data.get().trim_start().starts_with('{') {
         return Err(PublishError::DataNotObject);
     }
-    let users = match &request.users {
+    let users = match request.users {
         None => None,
-        Some(values) => Some(
-            values
-                .iter()
-                .map(|v| {
-                    claim_as_id(Some(v)).ok_or_else(|| PublishError::InvalidUser(v.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
+        Some(raw) => Some(parse_users(raw, node.config.max_users_per_message)?),
     };
     if config.is_per_user() && users.as_ref().is_none_or(Vec::is_empty) {
         return Err(PublishError::UsersRequired(request.channel));
@@ -288,6 +298,20 @@ async fn publish_one(node: &Arc<Node>, request: PublishRequest) -> Result<Publis
     }
     .instrument(span)
     .await
+}
+
+/// Recipient ids from the raw `users` array, refused past `max` while parsing.
+fn parse_users(raw: &RawValue, max: usize) -> Result<Vec<crate::UserId>, PublishError> {
+    let values: Vec<Value> = capped::parse(raw.get().as_bytes(), max).map_err(|e| match e {
+        CappedError::TooMany(max) => PublishError::TooManyUsers(max),
+        CappedError::Json(e) => {
+            PublishError::BadRequest(format!("\"users\" must be an array of user ids: {e}"))
+        }
+    })?;
+    values
+        .iter()
+        .map(|v| claim_as_id(Some(v)).ok_or_else(|| PublishError::InvalidUser(v.to_string())))
+        .collect()
 }
 
 /// `GET /api/v1/channels`: the channels in force.

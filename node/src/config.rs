@@ -128,6 +128,14 @@ pub struct Args {
     #[arg(long, env = "HERALD_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
     pub max_publish_bytes: usize,
 
+    /// Most messages in one publish batch (a JSON array body).
+    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+
+    /// Most recipients (`users`) of one published message.
+    #[arg(long, env = "HERALD_MAX_USERS_PER_MESSAGE", default_value_t = 1000)]
+    pub max_users_per_message: usize,
+
     /// Sustained client messages per second per connection.
     #[arg(long, env = "HERALD_INBOUND_RATE", default_value_t = 10.0)]
     pub inbound_rate: f64,

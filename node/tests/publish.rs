@@ -318,3 +318,69 @@ async fn publish_rate_limits_per_channel() {
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
 }
+
+#[tokio::test]
+async fn oversized_batches_and_recipient_lists_are_refused_before_any_work() {
+    let node = TestNode::start(&["--max-batch", "3", "--max-users-per-message", "2"]);
+    let mut alice = node.connect("alice").await;
+    alice.assert_alive().await;
+    let item = json!({"channel": "alerts", "type": "alert", "data": {"n": 1}});
+    let (status, reply) = node.publish(&json!([item, item, item])).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["results"].as_array().unwrap().len(), 3);
+    for _ in 0..3 {
+        assert_eq!(alice.recv().await["data"]["n"], 1);
+    }
+    // One item more: refused as a whole, nothing published.
+    let (status, reply) = node.publish(&json!([item, item, item, item])).await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(reply["error"]["code"], "too_many_messages");
+    assert!(reply["error"]["message"].as_str().unwrap().contains('3'));
+    alice.expect_silence(Duration::from_millis(200)).await;
+
+    let to = |users: Value| json!({"channel": "notifications", "type": "notification", "data": {}, "users": users});
+    let (status, reply) = node.publish(&to(json!(["alice", 7]))).await;
+    assert_eq!(status, 200, "{reply}");
+    alice.recv().await;
+    let (status, reply) = node.publish(&to(json!(["alice", 7, "x"]))).await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(reply["error"]["code"], "too_many_users");
+    let (status, reply) = node.publish(&to(json!("alice"))).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    // Inside a batch the recipient limit is per item.
+    let (status, reply) = node
+        .publish(&json!([to(json!(["alice"])), to(json!([1, 2, 3]))]))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["results"][0]["delivered_locally"], 1);
+    assert_eq!(reply["results"][1]["status"], 413);
+    assert_eq!(reply["results"][1]["error"]["code"], "too_many_users");
+    alice.recv().await;
+    alice.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_megabyte_of_tiny_batch_items_is_refused_at_once() {
+    let node = TestNode::start(&[]);
+    // 1 MiB of `{},`: about 350,000 items, refused at item 1,001.
+    let mut body = String::from("[");
+    while body.len() < 1024 * 1024 - 8 {
+        body.push_str("{},");
+    }
+    body.push_str("{}]");
+    let started = std::time::Instant::now();
+    let (status, reply) = node
+        .http("POST", "/api/v1/publish", Some(API_KEY), body)
+        .await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(reply["error"]["code"], "too_many_messages");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
