@@ -62,6 +62,9 @@ pub enum PublishError {
     /// `data` is not a JSON object.
     #[error("\"data\" must be a JSON object")]
     DataNotObject,
+    /// `data` nests deeper than `HERALD_MAX_DATA_DEPTH`.
+    #[error("\"data\" nests arrays and objects deeper than {0} levels")]
+    DataTooDeep(usize),
     /// A per-user channel needs recipients.
     #[error("channel {0:?} delivers per user: name the recipients in \"users\"")]
     UsersRequired(String),
@@ -88,6 +91,7 @@ impl PublishError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "type_not_allowed")
             }
             PublishError::DataNotObject => (StatusCode::UNPROCESSABLE_ENTITY, "data_not_object"),
+            PublishError::DataTooDeep(_) => (StatusCode::UNPROCESSABLE_ENTITY, "data_too_deep"),
             PublishError::UsersRequired(_) => (StatusCode::UNPROCESSABLE_ENTITY, "users_required"),
             PublishError::InvalidUser(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user"),
             PublishError::TooManyUsers(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_users"),
@@ -238,6 +242,10 @@ async fn publish_one(
     }
     if !request.data.get().trim_start().starts_with('{') {
         return Err(PublishError::DataNotObject);
+    }
+    let max_depth = node.config.max_data_depth;
+    if crate::jsondepth::exceeds(request.data.get().as_bytes(), max_depth) {
+        return Err(PublishError::DataTooDeep(max_depth));
     }
     let users = match request.users {
         None => None,

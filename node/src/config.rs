@@ -136,6 +136,10 @@ pub struct Args {
     #[arg(long, env = "HERALD_MAX_USERS_PER_MESSAGE", default_value_t = 1000)]
     pub max_users_per_message: usize,
 
+    /// Deepest nesting of arrays and objects in a published message's `data`.
+    #[arg(long, env = "HERALD_MAX_DATA_DEPTH", default_value_t = 64)]
+    pub max_data_depth: usize,
+
     /// Sustained client messages per second per connection.
     #[arg(long, env = "HERALD_INBOUND_RATE", default_value_t = 10.0)]
     pub inbound_rate: f64,

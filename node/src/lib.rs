@@ -13,6 +13,7 @@ pub mod channels;
 pub mod config;
 pub mod dev;
 pub mod hub;
+pub mod jsondepth;
 pub mod metrics;
 pub mod node;
 pub mod presence;

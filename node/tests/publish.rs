@@ -384,3 +384,27 @@ async fn a_megabyte_of_tiny_batch_items_is_refused_at_once() {
     );
 }
 
+#[tokio::test]
+async fn deeply_nested_data_is_refused_with_data_too_deep() {
+    let node = TestNode::start(&["--max-data-depth", "4"]);
+    let publish = |data: &str| format!(r#"{{"channel":"alerts","type":"alert","data":{data}}}"#);
+    // Depth 4, brackets inside strings (with escaped quotes) do not count.
+    let ok = r#"{"a":[{"b":["[[[{{{\"]]]"]}]}"#;
+    let (status, reply) = node
+        .http("POST", "/api/v1/publish", Some(API_KEY), publish(ok))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    for deep in [
+        r#"{"a":[{"b":[[]]}]}"#.to_owned(),
+        format!("{}{}", "{\"a\":[".repeat(300), "]}".repeat(300)),
+    ] {
+        let (status, reply) = node
+            .http("POST", "/api/v1/publish", Some(API_KEY), publish(&deep))
+            .await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (422, Some("data_too_deep")),
+            "{reply}"
+        );
+    }
+}
