@@ -207,3 +207,53 @@ async fn publish_with_auth(node: &TestNode, authorization: &str) -> (u16, serde_
     .unwrap();
     (status, serde_json::from_slice(&bytes).unwrap())
 }
+
+#[tokio::test]
+async fn the_query_token_wins_over_the_header_and_the_first_token_parameter_counts() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let node = TestNode::start(&[]);
+    let good = common::token("5");
+    let with_header = |url: String, value: String| {
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", value.parse().unwrap());
+        request
+    };
+    // A valid query token with a garbage header: the header is never looked at.
+    let request = with_header(node.ws_url(&good), "Bearer garbage".into());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    common::Client { ws }.assert_alive().await;
+    // A garbage query token with a valid header: refused, the header is not a fallback.
+    let request = with_header(node.ws_url("garbage"), format!("Bearer {good}"));
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 401)
+        }
+        other => panic!("expected a 401, got {:?}", other.map(|_| ())),
+    }
+    // A repeated `token` parameter: the first one counts.
+    let first_good = format!("{}&token=garbage", node.ws_url(&good));
+    node.connect_url(&first_good).await.assert_alive().await;
+    let first_bad = format!(
+        "ws://{}/ws/notifications/?token=garbage&token={good}",
+        node.addr
+    );
+    let (status, body) = node.refused(&first_bad).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("token_malformed"))
+    );
+}
+
+#[tokio::test]
+async fn iat_is_not_checked() {
+    let node = TestNode::start(&[]);
+    for iat in [now() + 86_400, 0, -5] {
+        let token = token_with(json!({"user_id": 1, "exp": now() + 60, "iat": iat}));
+        node.connect_url(&node.ws_url(&token))
+            .await
+            .assert_alive()
+            .await;
+    }
+}

@@ -408,3 +408,35 @@ async fn deeply_nested_data_is_refused_with_data_too_deep() {
         );
     }
 }
+
+#[tokio::test]
+async fn admin_page_parameters_that_are_not_positive_integers_mean_the_defaults() {
+    let node = TestNode::start(&[]);
+    let _a = node.connect("ann").await;
+    let _b = node.connect("bob").await;
+    let get = |query: &'static str| {
+        let node = &node;
+        async move {
+            let path = format!("/api/developer/websocket-sessions/?{query}");
+            let (status, page) = node.http("GET", &path, Some(API_KEY), String::new()).await;
+            assert_eq!(status, 200, "{query}: {page}");
+            (
+                page["page"].as_u64().unwrap(),
+                page["page_size"].as_u64().unwrap(),
+                page["results"].as_array().unwrap().len(),
+            )
+        }
+    };
+    for query in [
+        "page=abc", "page=0", "page=-3", "page=1.5", "page=", "page=%00",
+    ] {
+        assert_eq!(get(query).await, (1, 100, 2), "{query}");
+    }
+    for query in ["page_size=x", "page_size=-1", "page_size="] {
+        assert_eq!(get(query).await, (1, 100, 2), "{query}");
+    }
+    assert_eq!(get("page_size=0").await, (1, 1, 1));
+    assert_eq!(get("page_size=99999").await, (1, 1000, 2));
+    assert_eq!(get("page=2&page_size=1").await, (2, 1, 1));
+    assert_eq!(get("page=99999999999999999999").await, (1, 100, 2));
+}
