@@ -51,6 +51,8 @@ use serde::{Deserialize, Serialize};
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
+    // The Service `<name>-node` must be a DNS label (63 characters); see `resources::names`.
+    validation = Rule::new("self.metadata.name.size() <= 58").message("a PushCluster name has at most 58 characters: its Service <name>-node is a DNS label of at most 63"),
     scale(
         spec_replicas_path = ".spec.replicas.desired",
         status_replicas_path = ".status.replicas",

@@ -11,4 +11,5 @@ pub mod leader;
 pub mod metrics;
 pub mod resources;
 pub mod scaling;
+pub mod secrets;
 pub mod stats;

@@ -44,6 +44,10 @@ pub struct Names {
     pub ingress: String,
 }
 
+/// The longest PushCluster name: `<name>-node` names a Service, a DNS label of at most
+/// 63 characters. The CRD refuses longer names (a CEL rule on `metadata.name`).
+pub const MAX_CLUSTER_NAME: usize = 58;
+
 /// The names for `cluster`.
 pub fn names(cluster: &PushCluster) -> Names {
     let base = cluster.name_any();
@@ -546,6 +550,20 @@ mod tests {
         cluster.metadata.namespace = Some("apps".into());
         cluster.metadata.uid = Some("uid-1".into());
         cluster
+    }
+
+    #[test]
+    fn the_longest_allowed_name_gives_valid_object_names() {
+        let mut c = cluster();
+        c.metadata.name = Some("a".repeat(MAX_CLUSTER_NAME));
+        let n = names(&c);
+        assert_eq!(n.node.len(), 63, "{}", n.node);
+        assert!(n.config.len() <= 253 && n.ingress.len() <= 63);
+        let crd = serde_json::to_string(&<PushCluster as kube::CustomResourceExt>::crd()).unwrap();
+        assert!(
+            crd.contains(&format!("self.metadata.name.size() <= {MAX_CLUSTER_NAME}")),
+            "the CRD's name rule and MAX_CLUSTER_NAME disagree"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 
 use crate::crd::PushCluster;
 use crate::resources::redis_url;
+use crate::secrets::{self, SecretError};
 
 /// Why figures could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +23,8 @@ pub enum StatsError {
     #[error("Redis unreachable: {0}")]
     Redis(#[from] fred::error::Error),
     /// The Redis URL Secret is missing or unreadable.
-    #[error("Redis URL secret: {0}")]
-    Secret(String),
+    #[error("redis.urlSecretRef: {0}")]
+    Secret(#[from] SecretError),
     /// A heartbeat record is malformed.
     #[error("unreadable node heartbeat: {0}")]
     Record(#[from] serde_json::Error),
@@ -108,19 +109,7 @@ impl StatsReader {
         secrets: Api<Secret>,
     ) -> Result<Client, StatsError> {
         let url = match &cluster.spec.redis.url_secret_ref {
-            Some(key) => {
-                let secret = secrets
-                    .get(&key.name)
-                    .await
-                    .map_err(|e| StatsError::Secret(e.to_string()))?;
-                let bytes = secret
-                    .data
-                    .and_then(|d| d.get(&key.key).cloned())
-                    .ok_or_else(|| {
-                        StatsError::Secret(format!("{} has no key {}", key.name, key.key))
-                    })?;
-                String::from_utf8(bytes.0).map_err(|e| StatsError::Secret(e.to_string()))?
-            }
+            Some(key) => secrets::read(&secrets, key).await?,
             None => redis_url(&cluster.spec.redis.addresses),
         };
         self.client(&url).await

@@ -8,6 +8,8 @@
 
 pub mod propagation;
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
@@ -130,7 +132,9 @@ fn subscriber(log_format: &str, tracer: Option<SdkTracer>) -> impl Subscriber + 
             .with_writer(std::io::stderr)
             .boxed()
     } else {
+        // Colour codes only for a person at a terminal, never in files or log pipelines.
         tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed()
     };

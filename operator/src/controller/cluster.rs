@@ -43,12 +43,59 @@ where
 }
 
 /// Reconciles one PushCluster.
+///
+/// A failure is shown on the PushCluster itself (condition `Reconciled=False` with the
+/// API server's message) and as a Warning Event, not only in the operator's log.
 pub async fn reconcile(cluster: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     super::instrumented("PushCluster", &*cluster, &ctx, |ns| {
         let (object, ctx) = (&*cluster, &*ctx);
-        async move { reconcile_inner(object, ctx, &ns).await }
+        async move {
+            let result = reconcile_inner(object, ctx, &ns).await;
+            if let Err(error) = &result {
+                report_failure(object, ctx, &ns, error).await;
+            }
+            result
+        }
     })
     .await
+}
+
+/// Records a failed reconcile on the resource: a `Reconciled=False` condition (merged
+/// into the existing ones) and a Warning Event. Best effort: the failure that caused it
+/// may also stop this write.
+async fn report_failure(cluster: &PushCluster, ctx: &Context, ns: &str, error: &Error) {
+    let message = error.readable();
+    let previous = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let failed = condition(
+        &previous,
+        "Reconciled",
+        false,
+        error.reason(),
+        message.clone(),
+        cluster.metadata.generation,
+    );
+    let mut conditions: Vec<_> = previous
+        .into_iter()
+        .filter(|c| c.type_ != "Reconciled")
+        .collect();
+    conditions.push(failed);
+    let api = Api::<PushCluster>::namespaced(ctx.client.clone(), ns);
+    let patch = json!({"status": {"conditions": conditions}});
+    if let Err(e) = api
+        .patch_status(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::debug!(error = %e, "could not record the failure in status");
+    }
+    publish_event(ctx, cluster, EventType::Warning, "ReconcileFailed", message).await;
 }
 
 async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Result<Action, Error> {
@@ -76,6 +123,8 @@ async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Resul
         .stats
         .nodes(cluster, Api::<Secret>::namespaced(client.clone(), ns))
         .await;
+    let secret_problems =
+        crate::secrets::missing(cluster, &Api::<Secret>::namespaced(client.clone(), ns)).await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
     let existing = deployments.get_opt(&names.node).await?;
     let current = existing
@@ -152,6 +201,7 @@ async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Resul
         desired,
         connections,
         stats.as_ref().err().map(ToString::to_string),
+        &secret_problems,
     );
     let api = Api::<PushCluster>::namespaced(client, ns);
     api.patch_status(
@@ -236,6 +286,7 @@ fn status(
     desired: i32,
     connections: i64,
     broker_error: Option<String>,
+    secret_problems: &[String],
 ) -> PushClusterStatus {
     let previous = cluster
         .status
@@ -247,9 +298,12 @@ fn status(
     let replicas = ds.replicas.unwrap_or(0);
     let ready = ds.ready_replicas.unwrap_or(0);
     let updated = ds.updated_replicas.unwrap_or(0);
+    // Complete only when every pod of the new spec also serves: updated pods that are
+    // not ready yet are still a rollout in progress (as a Deployment's own condition).
     let rolled_out = ds.observed_generation >= deployment.metadata.generation
         && updated >= desired
-        && replicas == desired;
+        && replicas == desired
+        && ready >= desired;
     let is_ready = ready >= desired && desired > 0;
     let conditions = vec![
         condition(
@@ -273,7 +327,7 @@ fn status(
             } else {
                 "RollingOut"
             },
-            format!("{updated} of {desired} node pods updated"),
+            format!("{updated} of {desired} node pods updated, {ready} ready"),
             generation,
         ),
         condition(
@@ -306,6 +360,30 @@ fn status(
                 generation,
             ),
         },
+        condition(
+            &previous,
+            "SecretsFound",
+            secret_problems.is_empty(),
+            if secret_problems.is_empty() {
+                "AllFound"
+            } else {
+                "SecretMissing"
+            },
+            if secret_problems.is_empty() {
+                "every referenced Secret key exists".to_owned()
+            } else {
+                secret_problems.join("; ")
+            },
+            generation,
+        ),
+        condition(
+            &previous,
+            "Reconciled",
+            true,
+            "Applied",
+            "every object applied".to_owned(),
+            generation,
+        ),
     ];
     PushClusterStatus {
         conditions,
@@ -382,4 +460,54 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+
+    use super::*;
+    use crate::crd::PushClusterSpec;
+
+    fn cluster() -> PushCluster {
+        let spec: PushClusterSpec = serde_json::from_value(json!({
+            "redis": {"addresses": ["redis-0:6379"]},
+            "auth": {"jwtSecretRef": {"name": "herald", "key": "jwt"},
+                     "apiKeySecretRef": {"name": "herald", "key": "api-key"}},
+        }))
+        .unwrap();
+        PushCluster::new("push", spec)
+    }
+
+    fn deployment(replicas: i32, updated: i32, ready: i32) -> Deployment {
+        let mut deployment = Deployment::default();
+        deployment.metadata.generation = Some(2);
+        deployment.status = Some(DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(replicas),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(ready),
+            ..DeploymentStatus::default()
+        });
+        deployment
+    }
+
+    fn progressing(status: &PushClusterStatus) -> (&str, &str) {
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_rollout_is_complete_only_when_the_updated_pods_are_ready() {
+        let starting = status(&cluster(), &deployment(3, 3, 0), 3, 0, None, &[]);
+        assert_eq!(progressing(&starting), ("True", "RollingOut"));
+        let partly = status(&cluster(), &deployment(3, 3, 2), 3, 0, None, &[]);
+        assert_eq!(progressing(&partly), ("True", "RollingOut"));
+        let done = status(&cluster(), &deployment(3, 3, 3), 3, 0, None, &[]);
+        assert_eq!(progressing(&done), ("False", "RolloutComplete"));
+    }
 }
