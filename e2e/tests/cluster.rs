@@ -547,3 +547,107 @@ async fn admins_see_nodes_sessions_and_messages_across_the_cluster() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     nodes[1].connect("ann").await.assert_alive().await;
 }
+
+/// Sum of every `herald_decode_failures_total` series a node reports, and whether it
+/// reports them at all (they start at zero, so absence would prove nothing).
+async fn decode_failures(node: &TestNode) -> (bool, f64) {
+    let (_, text) = node.http_raw("GET", "/metrics", None, String::new()).await;
+    let text = String::from_utf8_lossy(&text);
+    let series: Vec<f64> = text
+        .lines()
+        .filter(|line| line.starts_with("herald_decode_failures_total{"))
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    (!series.is_empty(), series.iter().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_types_json_must_escape_get_their_messages_on_every_node_and_only_theirs() {
+    let _serial = SERIAL.lock().await;
+    // Ids from a Windows domain, an Irish surname, emoji, and a very long one.
+    let long = format!("{}\\\"🦀", "x".repeat(300));
+    let users = [r"CORP\alice", r#"o"brien"#, "🦊 fox ✓", long.as_str()];
+    let kind = r#"memo "urgent" C:\inbox"#;
+    let dir = std::env::temp_dir().join(format!("herald-e2e-escapes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let channels = dir.join("channels.json");
+    std::fs::write(
+        &channels,
+        json!({"channels": [
+            {"name": "inbox", "access": "user", "auto_subscribe": true, "history": true,
+             "allowed_types": [kind]}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let nodes = start_nodes(&cluster, 2, &["--channels", channels.to_str().unwrap()]);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let publish = |user: &str, n: u64| {
+        let body = json!({"channel": "inbox", "type": kind, "users": [user],
+                          "data": {"for": user, "n": n}});
+        async move {
+            let (status, reply) = a.publish(&body).await;
+            assert_eq!(status, 200, "{reply}");
+            reply["offsets"][0].as_str().unwrap().to_owned()
+        }
+    };
+
+    // While they are offline, node A accepts one message for each of them.
+    let mut first = Vec::new();
+    for user in users {
+        first.push(publish(user, 1).await);
+    }
+    // They connect to node B and get it from history; Bob, also on B, gets nothing.
+    let mut bob = b.connect("bob").await;
+    let mut clients = Vec::new();
+    for (user, offset) in users.iter().zip(&first) {
+        let mut client = b.connect(user).await;
+        let got = client.recv_type(kind).await;
+        assert_eq!(
+            (&got["data"]["for"], &got["data"]["n"], &got["offset"]),
+            (&json!(user), &json!(1), &json!(offset)),
+            "offline delivery to {user:?}"
+        );
+        clients.push(client);
+    }
+    // Live: node A publishes, each of them receives exactly their own on node B.
+    for user in users {
+        publish(user, 2).await;
+    }
+    for (user, client) in users.iter().zip(&mut clients) {
+        let got = client.recv_type(kind).await;
+        assert_eq!(
+            (&got["type"], &got["data"]["for"], &got["data"]["n"]),
+            (&json!(kind), &json!(user), &json!(2)),
+            "live delivery to {user:?}"
+        );
+        client.expect_silence(Duration::from_millis(200)).await;
+    }
+    bob.expect_silence(Duration::from_millis(300)).await;
+    // Recovery on node B from the first offset replays the second message.
+    for ((user, client), since) in users.iter().zip(&mut clients).zip(&first) {
+        client
+            .send_json(json!({"type": "unsubscribe", "channels": ["inbox"]}))
+            .await;
+        client.recv_type("unsubscription_success").await;
+        client
+            .send_json(json!({"type": "subscribe", "channels": ["inbox"],
+                              "since": {"inbox": since}}))
+            .await;
+        let reply = client.recv_type("subscription_success").await;
+        assert_eq!(reply["recovered"]["inbox"], true, "{reply}");
+        let got = client.recv_type(kind).await;
+        assert_eq!(
+            (&got["data"]["for"], &got["data"]["n"]),
+            (&json!(user), &json!(2)),
+            "replay to {user:?}"
+        );
+        client.expect_silence(Duration::from_millis(200)).await;
+    }
+    for node in [a, b] {
+        assert_eq!(decode_failures(node).await, (true, 0.0));
+    }
+}

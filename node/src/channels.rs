@@ -424,3 +424,86 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::arbitrary::text;
+
+    fn channel() -> impl Strategy<Value = ChannelConfig> {
+        (
+            "[A-Za-z0-9_.:@-]{1,128}",
+            prop_oneof![
+                Just(Access::Public),
+                Just(Access::Authenticated),
+                Just(Access::User),
+                Just(Access::Roles)
+            ],
+            vec(text(), 0..3),
+            vec(text(), 0..3),
+            any::<(bool, bool, bool, u32, u64)>(),
+            // Rates in thousandths: serde_json (without `float_roundtrip`) may read a
+            // float with 17 significant digits back one ULP off.
+            proptest::option::of((0u32..1_000_000_000, any::<u32>())),
+        )
+            .prop_map(
+                |(name, access, roles, allowed_types, flags, rate)| ChannelConfig {
+                    name,
+                    access,
+                    roles,
+                    auto_subscribe: flags.0,
+                    allowed_types,
+                    history: flags.1,
+                    capacity: flags.3,
+                    expiry_secs: flags.4,
+                    ack_required: flags.2,
+                    publish_rate: rate.map(|(milli, burst)| RateLimit {
+                        per_second: f64::from(milli) / 1000.0,
+                        burst,
+                    }),
+                },
+            )
+    }
+
+    proptest! {
+        /// The operator renders the file with `json!` and `to_string_pretty`
+        /// (`operator/src/resources.rs`); the node reads back exactly those settings,
+        /// whatever role names and message types hold.
+        #[test]
+        fn the_channel_file_the_operator_writes_reads_back_the_same(
+            channels in vec(channel(), 0..4),
+        ) {
+            let rendered: Vec<Value> = channels
+                .iter()
+                .map(|c| {
+                    let mut entry = json!({
+                        "name": c.name, "access": c.access, "roles": c.roles,
+                        "auto_subscribe": c.auto_subscribe, "allowed_types": c.allowed_types,
+                        "history": c.history, "capacity": c.capacity,
+                        "expiry_secs": c.expiry_secs, "ack_required": c.ack_required,
+                    });
+                    if let Some(rate) = c.publish_rate {
+                        entry["publish_rate"] =
+                            json!({"per_second": rate.per_second, "burst": rate.burst});
+                    }
+                    entry
+                })
+                .collect();
+            let text = serde_json::to_string_pretty(&json!({ "channels": rendered })).unwrap();
+            let file: ChannelFile = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&file.channels, &channels);
+            for c in &file.channels {
+                for kind in &c.allowed_types {
+                    prop_assert!(c.allows_type(kind));
+                }
+            }
+            let again: ChannelFile =
+                serde_json::from_str(&serde_json::to_string(&file).unwrap()).unwrap();
+            prop_assert_eq!(again.channels, channels);
+        }
+    }
+}

@@ -6,6 +6,8 @@
 //! across nodes and back into every node's hub.
 
 pub mod api;
+#[cfg(test)]
+mod arbitrary;
 pub mod auth;
 pub mod broker;
 pub mod capped;

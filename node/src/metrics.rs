@@ -36,6 +36,30 @@ impl DropReason {
     }
 }
 
+/// Where a message that could not be decoded came from.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum DecodeSource {
+    /// A live pub/sub payload from another node.
+    Pubsub,
+    /// A history entry (replay, offline delivery, gap recovery).
+    History,
+}
+
+impl DecodeSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            DecodeSource::Pubsub => "pubsub",
+            DecodeSource::History => "history",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecodeLabels {
+    source: &'static str,
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
@@ -68,6 +92,7 @@ pub struct Metrics {
     /// History writes acknowledged while their Redis shard had no replica.
     pub unreplicated: Counter,
     client_errors: Family<ReasonLabel, Counter>,
+    decode_failures: Family<DecodeLabels, Counter>,
     /// Publish-to-socket-write latency.
     pub delivery_latency: AtomicHistogram,
 }
@@ -142,13 +167,19 @@ impl Metrics {
             "Client frames answered with an error, by code",
             client_errors.clone(),
         );
+        let decode_failures = Family::default();
+        registry.register(
+            "decode_failures",
+            "Messages from the broker that could not be decoded and were not delivered, by source and reason",
+            decode_failures.clone(),
+        );
         let delivery_latency = AtomicHistogram::new(&LATENCY_BUCKETS);
         registry.register(
             "delivery_latency_seconds",
             "Time from publish acceptance to the frame being written to the client socket",
             delivery_latency.clone(),
         );
-        Self {
+        let metrics = Self {
             registry,
             connections,
             connections_total,
@@ -161,7 +192,41 @@ impl Metrics {
             inbound,
             unreplicated,
             client_errors,
+            decode_failures,
             delivery_latency,
+        };
+        metrics.init_decode_failures(&crate::broker::wire::DecodeError::REASONS);
+        metrics
+    }
+
+    /// Counts a broker message that could not be decoded (`reason` is a short fixed
+    /// label, see `broker::wire::DecodeError::reason`).
+    pub fn decode_failure(&self, source: DecodeSource, reason: &'static str) {
+        self.decode_failures
+            .get_or_create(&DecodeLabels {
+                source: source.as_str(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Reads a decode failure counter (for tests).
+    pub fn decode_failures(&self, source: DecodeSource, reason: &'static str) -> u64 {
+        self.decode_failures
+            .get_or_create(&DecodeLabels {
+                source: source.as_str(),
+                reason,
+            })
+            .get()
+    }
+
+    /// Creates every decode failure series at zero, so `/metrics` shows them before
+    /// the first failure and alerts can use `increase()`.
+    fn init_decode_failures(&self, reasons: &[&'static str]) {
+        for source in [DecodeSource::Pubsub, DecodeSource::History] {
+            for &reason in reasons {
+                self.decode_failures(source, reason);
+            }
         }
     }
 
@@ -323,5 +388,22 @@ mod tests {
         );
         assert_eq!(metrics.delivery_latency.count(), 2);
         assert_eq!(metrics.dropped(DropReason::SlowConsumer), 3);
+    }
+
+    #[test]
+    fn decode_failures_are_counted_by_source_and_reason() {
+        let metrics = Metrics::new();
+        metrics.init_decode_failures(&["syntax", "data"]);
+        let text = metrics.render();
+        assert!(
+            text.contains("herald_decode_failures_total{source=\"history\",reason=\"data\"} 0"),
+            "{text}"
+        );
+        metrics.decode_failure(DecodeSource::Pubsub, "syntax");
+        assert_eq!(metrics.decode_failures(DecodeSource::Pubsub, "syntax"), 1);
+        assert_eq!(metrics.decode_failures(DecodeSource::History, "syntax"), 0);
+        assert!(metrics
+            .render()
+            .contains("herald_decode_failures_total{source=\"pubsub\",reason=\"syntax\"} 1"));
     }
 }

@@ -320,3 +320,48 @@ pub async fn run(presence: Arc<Presence>, node: Arc<crate::node::Node>, every: D
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::arbitrary::text;
+
+    proptest! {
+        /// What one node writes to Redis, every other node (and the admin API) reads back
+        /// unchanged, whatever the node, address and user ids hold.
+        #[test]
+        fn presence_records_read_back_as_written(
+            strings in vec(text(), 6),
+            user in proptest::option::of(text()),
+            subscriptions in vec(text(), 0..4),
+            numbers in any::<(u64, usize, bool, u64)>(),
+        ) {
+            let node = NodeRecord {
+                id: strings[0].clone(),
+                incarnation: strings[1].clone(),
+                address: strings[2].clone(),
+                connections: numbers.1,
+                draining: numbers.2,
+                started_at: strings[3].clone(),
+                heartbeat_ms: numbers.3,
+            };
+            let read: NodeRecord = serde_json::from_str(&serde_json::to_string(&node).unwrap()).unwrap();
+            prop_assert_eq!(read, node);
+            let session = SessionRecord {
+                node: strings[4].clone(),
+                session: SessionInfo {
+                    id: numbers.0,
+                    user,
+                    connected_at: strings[5].clone(),
+                    subscriptions,
+                },
+            };
+            let read: SessionRecord =
+                serde_json::from_str(&serde_json::to_string(&session).unwrap()).unwrap();
+            prop_assert_eq!(read, session);
+        }
+    }
+}

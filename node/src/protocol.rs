@@ -343,3 +343,84 @@ mod tests {
         assert!(pong["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::arbitrary::text;
+
+    proptest! {
+        #[test]
+        fn client_frames_decode_to_the_strings_sent(
+            channels in vec(text(), 0..4),
+            since in btree_map(text(), text(), 0..4),
+            channel in text(),
+            offset in text(),
+        ) {
+            let subscribe = json!({"type": "subscribe", "channels": channels, "since": since});
+            prop_assert_eq!(
+                ClientMessage::parse(&subscribe.to_string()),
+                Ok(ClientMessage::Subscribe { channels: channels.clone(), since })
+            );
+            let unsubscribe = json!({"type": "unsubscribe", "channels": channels});
+            prop_assert_eq!(
+                ClientMessage::parse(&unsubscribe.to_string()),
+                Ok(ClientMessage::Unsubscribe { channels })
+            );
+            let ack = json!({"type": "ack", "channel": channel, "offset": offset});
+            prop_assert_eq!(
+                ClientMessage::parse(&ack.to_string()),
+                Ok(ClientMessage::Ack { channel, offset })
+            );
+        }
+
+        #[test]
+        fn server_frames_are_json_carrying_the_same_strings(
+            channels in vec(text(), 0..4),
+            recovered in btree_map(text(), any::<bool>(), 0..4),
+            channel in proptest::option::of(text()),
+            message in text(),
+        ) {
+            let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+            let frame = ServerMessage::SubscriptionSuccess {
+                channels: &refs,
+                recovered: recovered.iter().map(|(c, r)| (c.as_str(), *r)).collect(),
+            }
+            .to_text();
+            let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+            prop_assert_eq!(&v["type"], "subscription_success");
+            prop_assert_eq!(&v["channels"], &json!(channels));
+            if !recovered.is_empty() {
+                prop_assert_eq!(&v["recovered"], &json!(recovered));
+            }
+            let frame = ServerMessage::UnsubscriptionSuccess { channels: &refs }.to_text();
+            let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+            prop_assert_eq!(&v["channels"], &json!(channels));
+            let frame = ServerMessage::error(ErrorCode::Forbidden, channel.as_deref(), &message);
+            let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+            prop_assert_eq!(&v["code"], "forbidden");
+            prop_assert_eq!(v.get("channel").and_then(Value::as_str), channel.as_deref());
+            prop_assert_eq!(&v["message"], &json!(message));
+        }
+
+        #[test]
+        fn envelopes_are_json_carrying_the_same_strings(
+            kind in text(), channel in text(), id in text(),
+            offset in proptest::option::of(text()), inner in text(),
+        ) {
+            let data = json!({"title": inner});
+            let raw = RawValue::from_string(data.to_string()).unwrap();
+            let frame = envelope(&kind, &raw, &channel, &id, offset.as_deref());
+            let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+            prop_assert_eq!(&v["type"], &json!(kind));
+            prop_assert_eq!(&v["data"], &data);
+            prop_assert_eq!(&v["channel"], &json!(channel));
+            prop_assert_eq!(&v["id"], &json!(id));
+            prop_assert_eq!(v.get("offset").and_then(Value::as_str), offset.as_deref());
+        }
+    }
+}

@@ -9,7 +9,7 @@
 //! back from the streams.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use super::offset::Offset;
 use super::{wire, BoxFuture, Broker, BrokerError, Health, Message, Replay, Topic};
 use crate::channels::{ChannelConfig, Registry};
 use crate::hub::{unix_micros, Hub};
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DecodeSource, DropReason, Metrics};
 use crate::telemetry::propagation::TraceContext;
 use crate::telemetry::TRACE_TARGET;
 
@@ -167,6 +167,8 @@ struct Inner {
     seen: Mutex<HashMap<String, Offset>>,
     healthy: AtomicBool,
     detail: Mutex<String>,
+    /// Unix second of the last decode failure logged.
+    decode_logged: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -221,6 +223,7 @@ impl RedisBroker {
             seen: Mutex::default(),
             healthy: AtomicBool::new(true),
             detail: Mutex::new("connected".into()),
+            decode_logged: AtomicU64::new(0),
         });
         tokio::spawn(drain(inner.clone()));
         tokio::spawn(resubscribe_on_reconnect(inner.clone()));
@@ -249,9 +252,9 @@ impl Inner {
 
     /// Delivers one pub/sub message unless it is a duplicate or our own.
     fn on_message(&self, channel: &str, payload: &str) {
-        let Some((offset, json)) = wire::split_payload(payload) else {
-            tracing::warn!(channel, "malformed broker payload");
-            return;
+        let (offset, json) = match wire::split_payload(payload) {
+            Ok(split) => split,
+            Err(e) => return self.undecodable(DecodeSource::Pubsub, channel, None, &e),
         };
         if let Some(offset) = offset.and_then(Offset::parse) {
             let mut seen = self.seen.lock();
@@ -266,7 +269,30 @@ impl Inner {
             Ok((message, _)) => {
                 self.hub.deliver(&message);
             }
-            Err(e) => tracing::warn!(channel, error = %e, "undecodable broker message"),
+            Err(e) => self.undecodable(DecodeSource::Pubsub, channel, offset, &e),
+        }
+    }
+
+    /// Counts and logs a message that cannot be delivered because it does not decode
+    /// (at most one log line per second: a poisoned stream must not flood the log).
+    fn undecodable(
+        &self,
+        source: DecodeSource,
+        topic: &str,
+        offset: Option<&str>,
+        error: &wire::DecodeError,
+    ) {
+        self.metrics.decode_failure(source, error.reason());
+        let now = unix_micros() / 1_000_000;
+        if self.decode_logged.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(
+                source = ?source,
+                topic,
+                offset,
+                reason = error.reason(),
+                %error,
+                "undecodable broker message dropped"
+            );
         }
     }
 
@@ -296,19 +322,21 @@ impl Inner {
             Offset::parse(&deleted).is_none_or(|d| after >= d)
         };
         let mut messages = Vec::with_capacity(entries.len());
+        let key = stream_key(topic);
         for entry in entries {
             let mut entry = entry.into_array().into_iter();
-            let (Some(id), Some(fields)) = (entry.next(), entry.next()) else {
-                continue;
+            let id = entry.next().and_then(|id| id.as_string());
+            let json = entry
+                .next()
+                .and_then(|fields| fields.into_array().get(1).and_then(Value::as_string));
+            let decoded = match (&id, json) {
+                (None, _) => Err(wire::DecodeError::Incomplete("id")),
+                (Some(_), None) => Err(wire::DecodeError::Incomplete("message")),
+                (Some(id), Some(json)) => wire::decode(&json, Some(id)),
             };
-            let Some(id) = id.as_string() else { continue };
-            let fields = fields.into_array();
-            let Some(json) = fields.get(1).and_then(|v| v.as_string()) else {
-                continue;
-            };
-            match wire::decode(&json, Some(&id)) {
+            match decoded {
                 Ok(decoded) => messages.push(decoded),
-                Err(e) => tracing::warn!(offset = %id, error = %e, "undecodable history entry"),
+                Err(e) => self.undecodable(DecodeSource::History, &key, id.as_deref(), &e),
             }
         }
         Ok((messages, recovered))

@@ -9,6 +9,7 @@
 //! are optional: entries written before they existed decode without a trace, and
 //! decoders ignore keys they do not know.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -18,61 +19,99 @@ use super::{Message, Target};
 use crate::telemetry::propagation::TraceContext;
 use crate::ChannelName;
 
+/// Strings are `Cow`s: borrowed from the payload when it holds them verbatim, owned
+/// when JSON escapes them (a user id such as `CORP\\alice` or `o"brien`), which serde
+/// cannot borrow.
 #[derive(Serialize, Deserialize)]
 struct Wire<'a> {
     /// Message id.
-    i: &'a str,
+    #[serde(borrow)]
+    i: Cow<'a, str>,
     /// Channel.
-    c: &'a str,
+    #[serde(borrow)]
+    c: Cow<'a, str>,
     /// Client-visible type.
-    t: &'a str,
-    /// Client-visible data.
+    #[serde(borrow)]
+    t: Cow<'a, str>,
+    /// Client-visible data: raw JSON text, always borrowable.
     #[serde(borrow)]
     d: &'a RawValue,
     /// Target user, when addressed to one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    u: Option<&'a str>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    u: Option<Cow<'a, str>>,
     /// Acceptance time, Unix microseconds.
     a: u64,
     /// Node that accepted the publish.
-    o: &'a str,
+    #[serde(borrow)]
+    o: Cow<'a, str>,
     /// W3C `traceparent` of the publish, when it was traced.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    p: Option<&'a str>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    p: Option<Cow<'a, str>>,
     /// W3C `tracestate` of the publish, when it has one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    s: Option<&'a str>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
+    s: Option<Cow<'a, str>>,
+}
+
+/// Why a payload or history entry could not be read back into a message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// A pub/sub payload without the `<offset> ` prefix.
+    #[error("payload has no offset prefix")]
+    NoOffset,
+    /// A history entry without an id or message field.
+    #[error("history entry has no {0}")]
+    Incomplete(&'static str),
+    /// The message JSON is not valid.
+    #[error("invalid message JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl DecodeError {
+    /// A short, fixed label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::NoOffset => "no_offset",
+            DecodeError::Incomplete(_) => "incomplete_entry",
+            DecodeError::Json(e) => match e.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "syntax",
+                serde_json::error::Category::Data | serde_json::error::Category::Io => "data",
+            },
+        }
+    }
+
+    /// Every label [`DecodeError::reason`] returns.
+    pub const REASONS: [&'static str; 4] = ["no_offset", "incomplete_entry", "syntax", "data"];
 }
 
 /// Encodes a message; `origin` is the publishing node, `trace` the context the
 /// receiving nodes' deliveries continue.
 pub fn encode(message: &Message, origin: &str, trace: Option<&TraceContext>) -> String {
     serde_json::to_string(&Wire {
-        i: &message.id,
-        c: &message.channel,
-        t: &message.kind,
+        i: Cow::Borrowed(&message.id),
+        c: Cow::Borrowed(&message.channel),
+        t: Cow::Borrowed(&message.kind),
         d: &message.data,
         u: match &message.target {
             Target::All => None,
-            Target::User(user) => Some(user),
+            Target::User(user) => Some(Cow::Borrowed(user)),
         },
         a: message.accepted_at_micros,
-        o: origin,
-        p: trace.map(|t| &*t.traceparent),
-        s: trace.and_then(|t| t.tracestate.as_deref()),
+        o: Cow::Borrowed(origin),
+        p: trace.map(|t| Cow::Borrowed(&*t.traceparent)),
+        s: trace.and_then(|t| t.tracestate.as_deref().map(Cow::Borrowed)),
     })
     .expect("messages always serialize")
 }
 
 /// Decodes a message and the node it came from.
-pub fn decode(text: &str, offset: Option<&str>) -> Result<(Message, String), serde_json::Error> {
+pub fn decode(text: &str, offset: Option<&str>) -> Result<(Message, String), DecodeError> {
     let wire: Wire<'_> = serde_json::from_str(text)?;
     let message = Message {
         id: Arc::from(wire.i),
         channel: ChannelName::from(wire.c),
         kind: Arc::from(wire.t),
         data: Arc::from(wire.d.to_owned()),
-        target: wire.u.map_or(Target::All, |u| Target::User(u.into())),
+        target: wire.u.map_or(Target::All, |u| Target::User(Arc::from(u))),
         offset: offset.map(Arc::from),
         accepted_at_micros: wire.a,
         trace: wire.p.map(|traceparent| TraceContext {
@@ -80,13 +119,13 @@ pub fn decode(text: &str, offset: Option<&str>) -> Result<(Message, String), ser
             tracestate: wire.s.map(Into::into),
         }),
     };
-    Ok((message, wire.o.to_owned()))
+    Ok((message, wire.o.into_owned()))
 }
 
 /// Splits a pub/sub payload into its offset (if any) and message JSON.
-pub fn split_payload(payload: &str) -> Option<(Option<&str>, &str)> {
-    let (offset, json) = payload.split_once(' ')?;
-    Some(((offset != "-").then_some(offset), json))
+pub fn split_payload(payload: &str) -> Result<(Option<&str>, &str), DecodeError> {
+    let (offset, json) = payload.split_once(' ').ok_or(DecodeError::NoOffset)?;
+    Ok(((offset != "-").then_some(offset), json))
 }
 
 #[cfg(test)]
@@ -119,6 +158,65 @@ mod tests {
         assert_eq!(decoded.trace, None);
         let plain = format!("- {text}");
         assert_eq!(split_payload(&plain).unwrap().0, None);
+        assert!(matches!(split_payload(&text), Err(DecodeError::NoOffset)));
+    }
+
+    /// Ids and types JSON must escape cannot be borrowed from the payload; they used
+    /// to fail decoding on every node but the publisher's, so the message was lost.
+    #[test]
+    fn strings_that_json_escapes_survive_the_trip_between_nodes() {
+        let hostile = [
+            r"CORP\alice",
+            r#"o"brien"#,
+            "🦀 ünïcødé \u{2028}",
+            "tab\tnewline\ncr\rnul\u{0}bell\u{7}del\u{7f}",
+            r#"\"\\"\"#,
+            "",
+        ];
+        for text in hostile {
+            let trace = TraceContext {
+                traceparent: format!("00-{text}").into(),
+                tracestate: Some(format!("v={text}").into()),
+            };
+            let sent = Message {
+                id: text.into(),
+                kind: format!("note{text}").into(),
+                target: Target::User(text.into()),
+                ..message()
+            };
+            let payload = format!("9-3 {}", encode(&sent, text, Some(&trace)));
+            let (offset, json) = split_payload(&payload).unwrap();
+            let (got, origin) = decode(json, offset)
+                .unwrap_or_else(|e| panic!("{text:?} did not decode: {e}: {payload}"));
+            assert_eq!(origin, text);
+            assert_eq!(&*got.id, text);
+            assert_eq!(&*got.kind, format!("note{text}"));
+            assert_eq!(got.target, Target::User(text.into()));
+            assert_eq!(got.trace, Some(trace));
+            assert_eq!(got.offset.as_deref(), Some("9-3"));
+        }
+    }
+
+    #[test]
+    fn escaped_entries_written_by_earlier_nodes_decode() {
+        // Earlier nodes wrote escapes exactly like this (serde_json's encoder).
+        let old = r#"{"i":"m0","c":"notifications","t":"a\"b","d":{"k":"\\"},"u":"CORP\\alice","a":5,"o":"n"}"#;
+        let (decoded, _) = decode(old, Some("1-0")).unwrap();
+        assert_eq!(decoded.target, Target::User(r"CORP\alice".into()));
+        assert_eq!(&*decoded.kind, r#"a"b"#);
+        assert_eq!(decoded.data.get(), r#"{"k":"\\"}"#);
+    }
+
+    #[test]
+    fn decode_failures_name_their_reason() {
+        assert_eq!(decode("{nope", None).unwrap_err().reason(), "syntax");
+        assert_eq!(decode(r#"{"i":1}"#, None).unwrap_err().reason(), "data");
+        for reason in [
+            DecodeError::NoOffset.reason(),
+            DecodeError::Incomplete("id").reason(),
+        ] {
+            assert!(DecodeError::REASONS.contains(&reason));
+        }
     }
 
     #[test]
@@ -164,5 +262,57 @@ mod tests {
         let newer = r#"{"i":"m2","c":"orders","t":"x","d":{},"a":5,"o":"n","p":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","z":1}"#;
         let (decoded, _) = decode(newer, None).unwrap();
         assert!(decoded.trace.is_some());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::arbitrary::text;
+
+    proptest! {
+        #[test]
+        fn every_message_decodes_to_what_was_encoded(
+            id in text(), channel in text(), kind in text(), user in proptest::option::of(text()),
+            origin in text(), data in text(), traceparent in proptest::option::of(text()),
+            tracestate in proptest::option::of(text()), accepted in any::<u64>(),
+            offset in proptest::option::of((any::<u64>(), any::<u64>())),
+        ) {
+            let data = serde_json::json!({ "s": data, "n": [1, null] }).to_string();
+            let trace = traceparent.map(|traceparent| TraceContext {
+                traceparent: traceparent.into(),
+                tracestate: tracestate.map(Into::into),
+            });
+            let sent = Message {
+                id: id.as_str().into(),
+                channel: channel.as_str().into(),
+                kind: kind.as_str().into(),
+                data: Arc::from(RawValue::from_string(data.clone()).unwrap()),
+                target: user.clone().map_or(Target::All, |u| Target::User(u.into())),
+                offset: None,
+                accepted_at_micros: accepted,
+                trace: trace.clone(),
+            };
+            let offset = offset.map(|(ms, seq)| format!("{ms}-{seq}"));
+            let payload = format!(
+                "{} {}",
+                offset.as_deref().unwrap_or("-"),
+                encode(&sent, &origin, trace.as_ref())
+            );
+            let (got_offset, json) = split_payload(&payload).unwrap();
+            prop_assert_eq!(got_offset, offset.as_deref());
+            let (got, got_origin) = decode(json, got_offset).unwrap();
+            prop_assert_eq!(got_origin, origin);
+            prop_assert_eq!(&*got.id, id.as_str());
+            prop_assert_eq!(&*got.channel, channel.as_str());
+            prop_assert_eq!(&*got.kind, kind.as_str());
+            prop_assert_eq!(got.data.get(), data.as_str());
+            prop_assert_eq!(got.target, sent.target);
+            prop_assert_eq!(got.offset.as_deref(), offset.as_deref());
+            prop_assert_eq!(got.accepted_at_micros, accepted);
+            prop_assert_eq!(got.trace, trace);
+        }
     }
 }
