@@ -651,3 +651,104 @@ async fn users_and_types_json_must_escape_get_their_messages_on_every_node_and_o
         assert_eq!(decode_failures(node).await, (true, 0.0));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_user_gets_each_offset_once_and_unacked_tasks_back_on_the_other_node() {
+    let _serial = SERIAL.lock().await;
+    let dir = std::env::temp_dir().join(format!("herald-e2e-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let channels = dir.join("channels.json");
+    std::fs::write(
+        &channels,
+        json!({"channels": [
+            {"name": "orders", "access": "user", "auto_subscribe": true, "history": true},
+            {"name": "tasks", "access": "user", "history": true, "ack_required": true}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let nodes = start_nodes(&cluster, 2, &["--channels", channels.to_str().unwrap()]);
+    let alice = "alice's 🦀 desk";
+    let order = |n: u64| json!({"channel": "orders", "type": "order_update", "users": [alice], "data": {"n": n}});
+    let task =
+        |n: u64| json!({"channel": "tasks", "type": "task", "users": [alice], "data": {"n": n}});
+
+    // On node 0: one order seen, tasks joined by subscribe, three tasks, the second acked.
+    let mut client = nodes[0].connect(alice).await;
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["tasks"]}))
+        .await;
+    let reply = client.recv_type("subscription_success").await;
+    assert_eq!(reply["channels"], json!(["tasks"]));
+    assert_eq!(nodes[1].publish(&order(0)).await.0, 200);
+    let seen = collect(&mut client, "order_update", 1).await.remove(0);
+    assert_eq!(seen["data"]["n"], 0);
+    let since = seen["offset"].as_str().unwrap().to_owned();
+    let mut task_offsets = Vec::new();
+    for n in 1..=3 {
+        let (status, reply) = nodes[1].publish(&task(n)).await;
+        assert_eq!(status, 200, "{reply}");
+        task_offsets.push(reply["offsets"][0].as_str().unwrap().to_owned());
+    }
+    let tasks = collect(&mut client, "task", 3).await;
+    assert_eq!(
+        tasks
+            .iter()
+            .map(|t| t["data"]["n"].clone())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    client
+        .send_json(json!({"type": "ack", "channel": "tasks", "offset": task_offsets[1]}))
+        .await;
+    client.assert_alive().await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Offline, three more orders.
+    let mut order_offsets = Vec::new();
+    for n in 1..=3 {
+        let (status, reply) = nodes[0].publish(&order(n)).await;
+        assert_eq!(status, 200, "{reply}");
+        order_offsets.push(reply["offsets"][0].as_str().unwrap().to_owned());
+    }
+
+    // Back on node 1, a resume-aware client at once subscribes with its offset and
+    // joins tasks; offline delivery has already sent the orders it missed.
+    let mut client = nodes[1].connect(alice).await;
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["orders", "tasks"],
+                          "since": {"orders": since}}))
+        .await;
+    let mut orders = Vec::new();
+    let mut tasks = Vec::new();
+    let mut reply = None;
+    while let Some(message) = client.recv_within(Duration::from_secs(1)).await {
+        match message["type"].as_str() {
+            Some("order_update") => orders.push(message),
+            Some("task") => tasks.push(message),
+            Some("subscription_success") => reply = Some(message),
+            _ => panic!("unexpected {message}"),
+        }
+    }
+    let reply = reply.expect("subscription_success");
+    assert_eq!(reply["channels"], json!(["orders", "tasks"]), "{reply}");
+    assert_eq!(reply["recovered"]["orders"], true, "{reply}");
+    let offsets: Vec<&str> = orders
+        .iter()
+        .map(|m| m["offset"].as_str().unwrap())
+        .collect();
+    assert_eq!(offsets, order_offsets, "each missed order once, in order");
+    assert_eq!(tasks.len(), 1, "only the unacknowledged task: {tasks:?}");
+    assert_eq!(tasks[0]["data"]["n"], 3);
+    assert_eq!(tasks[0]["offset"], task_offsets[2].as_str());
+
+    // Live traffic from either node still arrives once.
+    assert_eq!(nodes[0].publish(&order(4)).await.0, 200);
+    let live = collect(&mut client, "order_update", 1).await;
+    assert_eq!(live[0]["data"]["n"], 4);
+    client.expect_silence(Duration::from_millis(500)).await;
+}

@@ -177,9 +177,12 @@ pub enum ServerMessage<'a> {
     Error {
         /// Machine-readable reason.
         code: ErrorCode,
-        /// The channel concerned, if any.
+        /// The channel concerned, if any (on refusals: when exactly one is refused).
         #[serde(skip_serializing_if = "Option::is_none")]
         channel: Option<&'a str>,
+        /// On refusals: every channel refused for this code.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        channels: &'a [&'a str],
         /// Human-readable explanation.
         message: &'a str,
     },
@@ -207,6 +210,22 @@ impl ServerMessage<'_> {
         ServerMessage::Error {
             code,
             channel,
+            channels: &[],
+            message,
+        }
+        .to_text()
+    }
+
+    /// One `error` frame refusing `channels` for the same reason: it lists them all
+    /// in `channels`, and keeps the legacy `channel` field when there is just one.
+    pub fn refusal(code: ErrorCode, channels: &[&str], message: &str) -> Utf8Bytes {
+        ServerMessage::Error {
+            code,
+            channel: match channels {
+                [one] => Some(one),
+                _ => None,
+            },
+            channels,
             message,
         }
         .to_text()
@@ -339,6 +358,15 @@ mod tests {
             err.as_str(),
             r#"{"type":"error","code":"unknown_channel","channel":"x","message":"no such channel"}"#
         );
+        let one = ServerMessage::refusal(ErrorCode::Forbidden, &["ops"], "no");
+        assert_eq!(
+            one.as_str(),
+            r#"{"type":"error","code":"forbidden","channel":"ops","channels":["ops"],"message":"no"}"#
+        );
+        let many = ServerMessage::refusal(ErrorCode::UnknownChannel, &["a", "b\"'"], "none");
+        let many: Value = serde_json::from_str(many.as_str()).unwrap();
+        assert!(many.get("channel").is_none());
+        assert_eq!(many["channels"], serde_json::json!(["a", "b\"'"]));
         let pong: Value = serde_json::from_str(ServerMessage::pong_now().as_str()).unwrap();
         assert!(pong["timestamp"].as_str().unwrap().ends_with('Z'));
     }

@@ -6,7 +6,7 @@
 //! hub asks (slow consumer, drain) or the client misbehaves. Nothing a client sends
 //! can take the node down: every bad frame gets an `error` reply.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,8 +60,12 @@ pub struct Session<S> {
     last_seen: Instant,
     /// Broker interest held per subscribed channel, released on unsubscribe/close.
     held: Vec<(ChannelName, Topic)>,
-    /// Newest offset sent by a replay, per channel: live copies up to it are dropped.
-    replayed: HashMap<ChannelName, Offset>,
+    /// Newest offset sent on this connection per channel, live or replayed: a
+    /// replay starts after it, so no offset is ever sent twice.
+    sent: HashMap<ChannelName, Offset>,
+    /// Offsets sent by a replay whose live copy may still be queued, per channel:
+    /// such copies are dropped (until live delivery overtakes the replay).
+    replayed: HashMap<ChannelName, BTreeSet<Offset>>,
     /// Newest offset delivered per channel whose cursor the node keeps for the user.
     delivered: HashMap<ChannelName, Offset>,
     cursors_dirty: bool,
@@ -131,6 +135,7 @@ where
             violation_window: now,
             last_seen: now,
             held,
+            sent: HashMap::new(),
             replayed: HashMap::new(),
             delivered: HashMap::new(),
             cursors_dirty: false,
@@ -169,55 +174,78 @@ where
         }
     }
 
-    /// Offline delivery: on channels whose cursor the node keeps for the user, send
-    /// what arrived since the cursor (unacknowledged messages on `ack` channels).
+    /// Offline delivery at connect, for every channel joined before the upgrade.
     async fn catch_up(&mut self) -> Flow {
-        let Some(user) = self.identity.user.clone() else {
-            return Flow::Continue;
-        };
         let channels = self.node.channels.snapshot();
         let held = self.held.clone();
         for (name, topic) in held {
             let Some((_, config)) = channels.get(&name) else {
                 continue;
             };
-            if !keeps_cursor(config) {
-                continue;
-            }
-            let since = match self.node.broker.load_cursor(&topic, &user).await {
-                Ok(since) => since,
-                Err(e) => {
-                    tracing::warn!(channel = %name, error = %e, "cannot read delivery cursor");
-                    continue;
-                }
-            };
-            match self
-                .node
-                .broker
-                .history(&topic, config, since.as_deref())
-                .await
-            {
-                Ok(replay) => {
-                    if let Flow::Gone = self.replay(&name, replay.messages).await {
-                        return Flow::Gone;
-                    }
-                }
-                Err(e) => tracing::warn!(channel = %name, error = %e, "offline delivery failed"),
+            if let Flow::Gone = self.deliver_since_cursor(&name, &topic, config).await {
+                return Flow::Gone;
             }
         }
         Flow::Continue
     }
 
+    /// Offline delivery on one joined channel whose cursor the node keeps for the
+    /// user: what arrived since the cursor (unacknowledged messages on `ack`
+    /// channels), never what this connection was already sent.
+    async fn deliver_since_cursor(
+        &mut self,
+        name: &ChannelName,
+        topic: &Topic,
+        config: &ChannelConfig,
+    ) -> Flow {
+        let Some(user) = self.identity.user.clone() else {
+            return Flow::Continue;
+        };
+        if !keeps_cursor(config) {
+            return Flow::Continue;
+        }
+        let cursor = match self.node.broker.load_cursor(topic, &user).await {
+            Ok(cursor) => cursor,
+            Err(e) => {
+                tracing::warn!(channel = %name, error = %e, "cannot read delivery cursor");
+                return Flow::Continue;
+            }
+        };
+        let since = self.replay_start(name, cursor.as_deref().and_then(Offset::parse));
+        match self
+            .node
+            .broker
+            .history(topic, config, since.as_deref())
+            .await
+        {
+            Ok(replay) => self.replay(name, replay.messages).await,
+            Err(e) => {
+                tracing::warn!(channel = %name, error = %e, "offline delivery failed");
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Where a replay of `channel` starts: after the later of `from` (the client's
+    /// offset or the user's cursor) and the newest offset already sent here.
+    fn replay_start(&self, channel: &str, from: Option<Offset>) -> Option<String> {
+        let sent = self.sent.get(channel).copied();
+        from.max(sent).map(|offset| offset.to_string())
+    }
+
     /// Sends replayed messages addressed to this connection, oldest first.
     async fn replay(&mut self, channel: &ChannelName, messages: Vec<Message>) -> Flow {
+        let sent = self.sent.get(channel).copied();
         let mine = |m: &Message| match &m.target {
             Target::All => true,
             Target::User(user) => self.identity.user.as_ref() == Some(user),
         };
+        let unsent = |d: &Delivery| d.offset.is_none() || d.offset > sent;
         let deliveries: Vec<Delivery> = messages
             .iter()
             .filter(|m| mine(m))
             .map(Delivery::of)
+            .filter(unsent)
             .collect();
         if deliveries.is_empty() {
             return Flow::Continue;
@@ -238,12 +266,24 @@ where
         self.node.metrics.replayed.inc_by(deliveries.len() as u64);
         for delivery in &deliveries {
             if let Some(offset) = delivery.offset {
-                let newest = self.replayed.entry(channel.clone()).or_default();
-                *newest = (*newest).max(offset);
+                self.replayed
+                    .entry(channel.clone())
+                    .or_default()
+                    .insert(offset);
+                self.note_sent(channel, offset);
                 self.note_delivered(channel, offset);
             }
         }
         Flow::Continue
+    }
+
+    fn note_sent(&mut self, channel: &ChannelName, offset: Offset) {
+        match self.sent.get_mut(channel) {
+            Some(newest) => *newest = (*newest).max(offset),
+            None => {
+                self.sent.insert(channel.clone(), offset);
+            }
+        }
     }
 
     fn note_delivered(&mut self, channel: &ChannelName, offset: Offset) {
@@ -406,37 +446,43 @@ where
         requested: Vec<String>,
         since: &BTreeMap<String, String>,
     ) -> Flow {
+        let limit = self.node.config.max_subscriptions;
+        if requested.len() > limit {
+            let why = format!("a subscribe may name at most {limit} channels");
+            return self
+                .reply_error(ErrorCode::TooManySubscriptions, None, &why)
+                .await;
+        }
         let channels = self.node.channels.snapshot();
         let mut granted: Vec<String> = Vec::new();
-        let mut refusals: Vec<(ErrorCode, String, String)> = Vec::new();
+        let mut joined: Vec<ChannelName> = Vec::new();
+        let mut refusals = Refusals::default();
         for name in dedup(requested) {
             let Some((interned, config)) = channels.get(&name) else {
-                refusals.push((ErrorCode::UnknownChannel, name, "no such channel".into()));
+                refusals.add(ErrorCode::UnknownChannel, name, "no such channel");
                 continue;
             };
             if let Err(crate::channels::Refusal::Forbidden(why)) = config.admits(&self.identity) {
-                refusals.push((ErrorCode::Forbidden, name, why.into()));
+                refusals.add(ErrorCode::Forbidden, name, why);
                 continue;
             }
             if !self.node.hub.is_subscribed(self.registration.id, &name) {
-                let limit = self.node.config.max_subscriptions;
                 if self.node.hub.subscription_count(self.registration.id) >= limit {
-                    refusals.push((
-                        ErrorCode::TooManySubscriptions,
-                        name,
-                        format!("a connection may hold at most {limit} subscriptions"),
-                    ));
+                    let why = format!("a connection may hold at most {limit} subscriptions");
+                    refusals.add(ErrorCode::TooManySubscriptions, name, &why);
                     continue;
                 }
                 if let Err(e) = self.join(interned, config).await {
-                    refusals.push((ErrorCode::Unavailable, name, e.to_string()));
+                    refusals.add(ErrorCode::Unavailable, name, &e.to_string());
                     continue;
                 }
+                joined.push(interned.clone());
             }
             granted.push(name);
         }
-        // Recovery: read history after each given offset before answering, so the
-        // reply can say whether the gap was fully recovered.
+        // Recovery: read history after each given offset (or after what this
+        // connection was already sent, if later) before answering, so the reply can
+        // say whether the gap was fully recovered.
         let mut replays = Vec::new();
         let mut recovered = BTreeMap::new();
         for name in &granted {
@@ -446,18 +492,25 @@ where
             let Some((interned, config)) = channels.get(name) else {
                 continue;
             };
-            let complete = if !config.history || Offset::parse(since).is_none() {
-                false
-            } else {
-                let topic = topic_for(interned, config, &self.identity);
-                match self.node.broker.history(&topic, config, Some(since)).await {
-                    Ok(replay) => {
-                        replays.push((interned.clone(), replay.messages));
-                        replay.recovered
-                    }
-                    Err(e) => {
-                        tracing::warn!(channel = %name, error = %e, "recovery failed");
-                        false
+            let complete = match Offset::parse(since).filter(|_| config.history) {
+                None => false,
+                Some(since) => {
+                    let topic = topic_for(interned, config, &self.identity);
+                    let after = self.replay_start(name, Some(since));
+                    match self
+                        .node
+                        .broker
+                        .history(&topic, config, after.as_deref())
+                        .await
+                    {
+                        Ok(replay) => {
+                            replays.push((interned.clone(), replay.messages));
+                            replay.recovered
+                        }
+                        Err(e) => {
+                            tracing::warn!(channel = %name, error = %e, "recovery failed");
+                            false
+                        }
                     }
                 }
             };
@@ -477,8 +530,28 @@ where
                 return Flow::Gone;
             }
         }
-        for (code, channel, why) in refusals {
-            if let Flow::Gone = self.reply_error(code, Some(&channel), &why).await {
+        // Joining a channel without an offset honours the user's cursor, as at connect.
+        for name in joined {
+            if since.contains_key(&*name) {
+                continue;
+            }
+            let Some((_, config)) = channels.get(&name) else {
+                continue;
+            };
+            let topic = topic_for(&name, config, &self.identity);
+            if let Flow::Gone = self.deliver_since_cursor(&name, &topic, config).await {
+                return Flow::Gone;
+            }
+        }
+        self.send_refusals(refusals).await
+    }
+
+    /// One `error` frame per refusal code, naming every refused channel.
+    async fn send_refusals(&mut self, refusals: Refusals) -> Flow {
+        for (code, names, why) in refusals.0 {
+            self.node.metrics.client_error(error_label(code));
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            if let Flow::Gone = self.send(ServerMessage::refusal(code, &names, &why)).await {
                 return Flow::Gone;
             }
         }
@@ -488,7 +561,7 @@ where
     async fn on_unsubscribe(&mut self, requested: Vec<String>) -> Flow {
         let channels = self.node.channels.snapshot();
         let mut left = Vec::new();
-        let mut unknown = Vec::new();
+        let mut unknown = Refusals::default();
         for name in dedup(requested) {
             if self.node.hub.unsubscribe(self.registration.id, &name) {
                 self.release(&name);
@@ -496,7 +569,7 @@ where
             } else if channels.get(&name).is_some() {
                 left.push(name);
             } else {
-                unknown.push(name);
+                unknown.add(ErrorCode::UnknownChannel, name, "no such channel");
             }
         }
         let names: Vec<&str> = left.iter().map(String::as_str).collect();
@@ -504,15 +577,7 @@ where
         if let Flow::Gone = self.send(reply).await {
             return Flow::Gone;
         }
-        for name in unknown {
-            let flow = self
-                .reply_error(ErrorCode::UnknownChannel, Some(&name), "no such channel")
-                .await;
-            if let Flow::Gone = flow {
-                return flow;
-            }
-        }
-        Flow::Continue
+        self.send_refusals(unknown).await
     }
 
     async fn join(
@@ -583,6 +648,7 @@ where
                 metrics.delivered.inc_by(batch.len() as u64);
                 for delivery in &batch {
                     if let Some(offset) = delivery.offset {
+                        self.note_sent(&delivery.channel, offset);
                         self.note_delivered(&delivery.channel, offset);
                     }
                 }
@@ -600,17 +666,25 @@ where
         }
     }
 
-    /// Whether a live delivery was already sent by a replay (same or older offset).
+    /// Whether a live delivery was already sent by a replay (each live copy arrives
+    /// once, so its offset is forgotten when it does).
     fn already_replayed(&mut self, delivery: &Delivery) -> bool {
-        let (Some(offset), Some(upto)) = (delivery.offset, self.replayed.get(&delivery.channel))
-        else {
+        let Some(offset) = delivery.offset else {
             return false;
         };
-        if offset <= *upto {
+        let Some(offsets) = self.replayed.get_mut(&delivery.channel) else {
+            return false;
+        };
+        if offsets.remove(&offset) {
+            if offsets.is_empty() {
+                self.replayed.remove(&delivery.channel);
+            }
             return true;
         }
-        // Live delivery has overtaken the replay: no more duplicates possible.
-        self.replayed.remove(&delivery.channel);
+        if offsets.last().is_none_or(|newest| offset > *newest) {
+            // Live delivery has overtaken the replay: no more duplicates possible.
+            self.replayed.remove(&delivery.channel);
+        }
         false
     }
 
@@ -720,6 +794,19 @@ fn error_label(code: ErrorCode) -> &'static str {
         ErrorCode::RateLimited => "rate_limited",
         ErrorCode::TooManySubscriptions => "too_many_subscriptions",
         ErrorCode::Unavailable => "unavailable",
+    }
+}
+
+/// Refused channels grouped by code, in the order first refused: (code, names, why).
+#[derive(Default)]
+struct Refusals(Vec<(ErrorCode, Vec<String>, String)>);
+
+impl Refusals {
+    fn add(&mut self, code: ErrorCode, name: String, why: &str) {
+        match self.0.iter_mut().find(|(c, _, _)| *c == code) {
+            Some((_, names, _)) => names.push(name),
+            None => self.0.push((code, vec![name], why.to_owned())),
+        }
     }
 }
 

@@ -60,21 +60,81 @@ async fn a_client_resubscribing_with_since_gets_exactly_what_it_missed_then_live
         [2, 3, 4],
         "offline delivery replays what was missed, in order"
     );
-    // ... and a client that tracks offsets can ask for the same explicitly.
+    // ... and a resume-aware client that then asks for the same explicitly is not
+    // sent them twice: the replay starts after what this connection was sent.
     client
         .send_json(json!({"type": "subscribe", "channels": ["orders"], "since": {"orders": first}}))
         .await;
     let reply = client.recv().await;
     assert_eq!(reply["type"], "subscription_success");
     assert_eq!(reply["recovered"]["orders"], true);
-    let mut replayed = Vec::new();
-    for _ in 0..3 {
-        replayed.push(client.recv().await["data"]["n"].as_u64().unwrap());
-    }
-    assert_eq!(replayed, [2, 3, 4]);
     publish_order(&node, "1", 5).await;
-    assert_eq!(client.recv().await["data"]["n"], 5);
+    assert_eq!(
+        client.recv().await["data"]["n"],
+        5,
+        "no duplicate before it"
+    );
     client.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_since_replay_starts_after_the_later_of_the_offset_and_what_was_sent() {
+    let user = "alice's 🦀 desk";
+    let node = TestNode::start(&[]);
+    let mut client = node.connect(user).await;
+    let first = publish_order(&node, user, 1).await;
+    publish_order(&node, user, 2).await;
+    assert_eq!(client.recv().await["data"]["n"], 1);
+    assert_eq!(client.recv().await["data"]["n"], 2);
+    client
+        .send_json(json!({"type": "unsubscribe", "channels": ["orders"]}))
+        .await;
+    client.recv_type("unsubscription_success").await;
+    publish_order(&node, user, 3).await;
+    // The client claims to have seen only 1: 2 was sent here already, 3 was not.
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["orders"], "since": {"orders": first}}))
+        .await;
+    let reply = client.recv().await;
+    assert_eq!(reply["recovered"]["orders"], true, "{reply}");
+    assert_eq!(client.recv().await["data"]["n"], 3);
+    client.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn live_copies_racing_a_since_replay_are_not_sent_twice() {
+    let user = "bob \"the\" <builder>";
+    let node = std::sync::Arc::new(TestNode::start(&[]));
+    let mut client = node.connect(user).await;
+    let first = publish_order(&node, user, 0).await;
+    assert_eq!(client.recv().await["data"]["n"], 0);
+    client
+        .send_json(json!({"type": "unsubscribe", "channels": ["orders"]}))
+        .await;
+    client.recv_type("unsubscription_success").await;
+    for n in 1..=20 {
+        publish_order(&node, user, n).await;
+    }
+    // Publishing goes on while the client resubscribes with its offset.
+    let publisher = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            for n in 21..=60 {
+                publish_order(&node, user, n).await;
+            }
+        })
+    };
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["orders"], "since": {"orders": first}}))
+        .await;
+    publisher.await.unwrap();
+    let mut got = Vec::new();
+    while let Some(message) = client.recv_within(Duration::from_millis(500)).await {
+        if message["type"] == "order_update" {
+            got.push(message["data"]["n"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(got, (1..=60).collect::<Vec<_>>(), "each once, in order");
 }
 
 #[tokio::test]
@@ -194,4 +254,100 @@ async fn acked_messages_are_not_redelivered_and_unacked_ones_are() {
     );
     assert_eq!(again.recv().await["data"]["n"], 3);
     again.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// A user's `ack_required` channel, auto-subscribed or not.
+fn ack_channel(name: &str, auto_subscribe: bool) -> String {
+    channel_file(
+        name,
+        json!([{"name": "tasks", "access": "user", "auto_subscribe": auto_subscribe,
+                "history": true, "ack_required": true}]),
+    )
+}
+
+async fn publish_task(node: &TestNode, user: &str, n: u64) -> String {
+    let (status, reply) = node
+        .publish(&json!({"channel": "tasks", "type": "task", "users": [user], "data": {"n": n}}))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    reply["offsets"][0].as_str().unwrap().to_owned()
+}
+
+/// Joins `tasks` by `subscribe` unless the channel is auto-subscribed.
+async fn join_tasks(client: &mut common::Client, auto_subscribe: bool) {
+    if !auto_subscribe {
+        client
+            .send_json(json!({"type": "subscribe", "channels": ["tasks"]}))
+            .await;
+        let reply = client.recv().await;
+        assert_eq!(reply["channels"], json!(["tasks"]), "{reply}");
+    }
+}
+
+/// Receives, acks the second of three, reconnects (joining the channel as the
+/// channel file says) and checks that exactly the third comes back.
+async fn unacked_come_back_when_the_channel_is_joined(auto_subscribe: bool) {
+    let user = "carol's ✓ queue";
+    let path = ack_channel(&format!("acks-join-{auto_subscribe}"), auto_subscribe);
+    let node = TestNode::start(&["--channels", &path]);
+    let mut client = node.connect(user).await;
+    join_tasks(&mut client, auto_subscribe).await;
+    let mut offsets = Vec::new();
+    for n in 1..=3 {
+        offsets.push(publish_task(&node, user, n).await);
+    }
+    for n in 1..=3 {
+        assert_eq!(client.recv().await["data"]["n"], n);
+    }
+    client
+        .send_json(json!({"type": "ack", "channel": "tasks", "offset": offsets[1]}))
+        .await;
+    client.assert_alive().await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = node.connect(user).await;
+    join_tasks(&mut again, auto_subscribe).await;
+    let back = again.recv().await;
+    assert_eq!(
+        back["data"]["n"], 3,
+        "the unacknowledged one comes back: {back}"
+    );
+    assert_eq!(back["offset"], offsets[2].as_str());
+    again.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn unacked_messages_come_back_on_an_auto_subscribed_channel() {
+    unacked_come_back_when_the_channel_is_joined(true).await;
+}
+
+#[tokio::test]
+async fn unacked_messages_come_back_when_the_channel_is_joined_by_subscribe() {
+    unacked_come_back_when_the_channel_is_joined(false).await;
+}
+
+#[tokio::test]
+async fn subscribing_again_to_a_joined_channel_replays_nothing() {
+    let user = "dave";
+    let node = TestNode::start(&["--channels", &ack_channel("acks-twice", false)]);
+    for n in 1..=2 {
+        publish_task(&node, user, n).await;
+    }
+    let mut client = node.connect(user).await;
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["tasks"]}))
+        .await;
+    client.recv_type("subscription_success").await;
+    for n in 1..=2 {
+        assert_eq!(
+            client.recv().await["data"]["n"],
+            n,
+            "offline delivery on join"
+        );
+    }
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["tasks"]}))
+        .await;
+    client.recv_type("subscription_success").await;
+    client.expect_silence(Duration::from_millis(300)).await;
 }

@@ -225,18 +225,97 @@ async fn subscriptions_per_connection_are_capped() {
     ]);
     let mut client = node.connect("7").await;
     client
-        .send_json(json!({"type": "subscribe", "channels": ["c0", "c1", "c2", "c3", "c4"]}))
+        .send_json(json!({"type": "subscribe", "channels": ["c0", "c1"]}))
+        .await;
+    client.recv_type("subscription_success").await;
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["c2", "c3", "c4"]}))
         .await;
     assert_eq!(
         client.recv().await,
-        json!({"type": "subscription_success", "channels": ["c0", "c1", "c2"]})
+        json!({"type": "subscription_success", "channels": ["c2"]})
     );
-    for name in ["c3", "c4"] {
-        let error = client.recv().await;
-        assert_eq!(error["code"], "too_many_subscriptions");
-        assert_eq!(error["channel"], name);
-    }
+    let error = client.recv().await;
+    assert_eq!(error["code"], "too_many_subscriptions");
+    assert_eq!(error["channels"], json!(["c3", "c4"]), "one frame for both");
     client.assert_alive().await;
+    // A request naming more channels than a connection may hold is refused whole.
+    client
+        .send_json(json!({"type": "unsubscribe", "channels": ["c0", "c1", "c2"]}))
+        .await;
+    client.recv_type("unsubscription_success").await;
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["c0", "c1", "c2", "c3"]}))
+        .await;
+    let error = client.recv().await;
+    assert_eq!(error["code"], "too_many_subscriptions", "{error}");
+    assert!(error.get("channel").is_none() && error.get("channels").is_none());
+    client.expect_silence(Duration::from_millis(200)).await;
+    client
+        .send_json(json!({"type": "unsubscribe", "channels": ["c0"]}))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "unsubscription_success", "channels": ["c0"]}),
+        "nothing was subscribed by the refused request"
+    );
+}
+
+#[tokio::test]
+async fn one_subscribe_naming_a_thousand_unknown_channels_gets_one_frame() {
+    let node = TestNode::start(&[]);
+    let mut client = node.connect("mallory's <script>").await;
+    let names: Vec<String> = (0..1000).map(|i| format!("nope-{i}")).collect();
+    client
+        .send_json(json!({"type": "subscribe", "channels": names}))
+        .await;
+    let error = client.recv().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], "too_many_subscriptions", "{error}");
+    client.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(
+        node.metric("herald_subscriptions").await,
+        4.0,
+        "still the auto ones"
+    );
+}
+
+#[tokio::test]
+async fn refused_channels_are_answered_in_one_error_frame_per_code() {
+    let node = TestNode::start(&[]);
+    let mut client = node.connect("42").await;
+    let mut names: Vec<String> = (0..40).map(|i| format!("nope-{i}")).collect();
+    names.push("alerts".into());
+    names.push("n\"o'pe".into());
+    client
+        .send_json(json!({"type": "subscribe", "channels": names}))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "subscription_success", "channels": ["alerts"]})
+    );
+    let error = client.recv().await;
+    assert_eq!(error["code"], "unknown_channel");
+    assert!(error.get("channel").is_none(), "{error}");
+    let mut refused: Vec<&str> = names.iter().map(String::as_str).collect();
+    refused.retain(|n| *n != "alerts");
+    assert_eq!(error["channels"], json!(refused));
+    assert!(error["message"].is_string());
+    client.expect_silence(Duration::from_millis(300)).await;
+    // Unsubscribing from unknown channels answers the same way.
+    client
+        .send_json(json!({"type": "unsubscribe", "channels": ["alerts", "x", "y"]}))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "unsubscription_success", "channels": ["alerts"]})
+    );
+    let error = client.recv().await;
+    assert_eq!(
+        (&error["code"], &error["channels"]),
+        (&json!("unknown_channel"), &json!(["x", "y"]))
+    );
+    client.expect_silence(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
