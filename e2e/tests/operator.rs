@@ -707,17 +707,17 @@ async fn a_cut_off_or_frozen_leader_stops_before_the_standby_leads() {
         .iter()
         .map(|h| (h.from.as_str(), h.to.as_str()))
         .collect();
-    assert_eq!(
-        pairs,
-        [(ua.as_str(), ub.as_str()), (ub.as_str(), ua.as_str())]
-    );
+    // (More hand-overs than these two are allowed: a slow apiserver may cost a renewal.)
+    let a_to_b = pairs.iter().position(|p| *p == (ua.as_str(), ub.as_str()));
+    let b_to_a = pairs.iter().rposition(|p| *p == (ub.as_str(), ua.as_str()));
+    assert!(a_to_b.is_some() && a_to_b < b_to_a, "{pairs:?}");
     assert!(hand_overs.iter().all(|h| h.quiet > 0.0), "{hand_overs:#?}");
     println!(
         "leader cut off: stepped down after {stepped_down:.1?}, standby led after {took_over:.1?}; \
          frozen leader replaced after {refrozen:.1?}; the apiserver saw the old leader's last \
          write {:.1} s and {:.1} s before the new one took the lease, no overlap in {} writes",
-        hand_overs[0].quiet,
-        hand_overs[1].quiet,
+        hand_overs[a_to_b.unwrap()].quiet,
+        hand_overs[b_to_a.unwrap()].quiet,
         writes.len()
     );
 }
