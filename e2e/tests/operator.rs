@@ -2,12 +2,15 @@
 //! operator binary against a real kube-apiserver, etcd and kube-controller-manager
 //! (built from Go modules by e2e/k8s/build.sh), on loopback.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use herald_e2e::fixture::audit;
 use herald_e2e::fixture::eventually;
 use herald_e2e::fixture::kube::{apply, get_json, ControlPlane};
 use herald_e2e::fixture::node::{TestNode, API_KEY, SECRET};
 use herald_e2e::fixture::operator::OperatorProcess;
+use herald_e2e::fixture::proxy::TcpProxy;
 use herald_e2e::fixture::redis::RedisServer;
 use serde_json::{json, Value};
 
@@ -561,4 +564,203 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         },
     )
     .await;
+}
+
+/// A kubeconfig for the service account `name` (cluster-admin), so the audit log tells
+/// replicas apart: they write as `system:serviceaccount:default:NAME`.
+async fn replica_kubeconfig(plane: &ControlPlane, name: &str) -> PathBuf {
+    plane
+        .kubectl(["create", "serviceaccount", name])
+        .await
+        .unwrap();
+    plane
+        .kubectl([
+            "create",
+            "clusterrolebinding",
+            name,
+            "--clusterrole=cluster-admin",
+            &format!("--serviceaccount=default:{name}"),
+        ])
+        .await
+        .unwrap();
+    let token = plane
+        .kubectl(["create", "token", name, "--duration=2h"])
+        .await
+        .unwrap();
+    plane.kubeconfig_for_token(&token, name).unwrap()
+}
+
+fn user(name: &str) -> String {
+    format!("system:serviceaccount:default:{name}")
+}
+
+async fn patch_drain(plane: &ControlPlane, seconds: u32) {
+    plane
+        .kubectl([
+            "patch",
+            "pushcluster",
+            "push",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"drainSeconds":{seconds}}}}}"#),
+        ])
+        .await
+        .unwrap();
+    eventually("the leader reconciles", Duration::from_secs(30), || async {
+        let cm = get_json(plane, &["configmap", "push-node-config"]).await?;
+        (cm["data"]["HERALD_DRAIN_WINDOW"] == format!("{seconds}s")).then_some(())
+    })
+    .await;
+}
+
+/// The overlap a lease alone does not prevent comes from a leader that keeps running but
+/// cannot renew: here op-a reaches the apiserver through a proxy that black-holes its open
+/// connections (its renewal and its reconciles hang, as on a half-dead connection) and
+/// refuses new ones, then lets new ones through again. A SIGSTOPped leader cannot write
+/// while frozen; the risk is the moment it thaws, before it notices the lease is gone, so
+/// op-b is frozen next, past the lease, and thawed once op-a leads again.
+///
+/// The witness is the apiserver's audit log, not the operators' own account: each replica
+/// writes as its own service account, and every write of one (Lease aside) must come
+/// after its own latest successful Lease write and before the other's next one. Requests
+/// black-holed by the proxy never arrive, so this checks that no request leaves a replica
+/// after it stepped down (in-flight ones delayed past the margin are out of reach: see
+/// operator/src/leader.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_or_frozen_leader_stops_before_the_standby_leads() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    let a_direct = replica_kubeconfig(&plane, "op-a").await;
+    let b_config = replica_kubeconfig(&plane, "op-b").await;
+    let server = plane.server_url();
+    let proxy = TcpProxy::start(server.trim_start_matches("https://").parse().unwrap())
+        .await
+        .unwrap();
+    let a_config = a_direct.with_file_name("op-a-proxied.kubeconfig");
+    let text = std::fs::read_to_string(&a_direct).unwrap();
+    std::fs::write(
+        &a_config,
+        text.replace(&server, &format!("https://{}", proxy.addr())),
+    )
+    .unwrap();
+    // D = 6 s: the holder steps down 4 s after its last renewal began; retries every 1.2 s.
+    let flags = ["--lease-duration", "6s", "--resync", "1s"];
+    let mut a = OperatorProcess::start(&a_config, "op-a", &flags);
+    assert!(a.wait_leading(Duration::from_secs(30)));
+    let mut b = OperatorProcess::start(&b_config, "op-b", &flags);
+    apply(&plane, &secret("default", "redis://127.0.0.1:1"))
+        .await
+        .unwrap();
+    apply(&plane, &push_cluster("default", json!({})))
+        .await
+        .unwrap();
+    patch_drain(&plane, 31).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // op-a is cut off: it must stop within the renew deadline, op-b then takes over.
+    let cut = Instant::now();
+    proxy.stall();
+    assert!(
+        a.wait_for_line("stopped leading (Deadline)", Duration::from_secs(10)),
+        "op-a kept leading while cut off"
+    );
+    let stepped_down = cut.elapsed();
+    assert!(
+        b.wait_leading(Duration::from_secs(20)),
+        "op-b did not take over"
+    );
+    let took_over = cut.elapsed();
+    assert!(
+        stepped_down <= Duration::from_millis(4500),
+        "{stepped_down:?}"
+    );
+    // Back online (its hung connections stay hung), op-a sees op-b's lease and stays idle.
+    proxy.heal();
+    patch_drain(&plane, 32).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // op-b is frozen past the lease; op-a takes over; op-b thaws and must not write.
+    let frozen = Instant::now();
+    b.signal("STOP");
+    let a_again = a.wait_leading(Duration::from_secs(20));
+    let refrozen = frozen.elapsed();
+    b.signal("CONT");
+    assert!(a_again, "op-a did not take over from the frozen op-b");
+    assert!(
+        b.wait_for_line("stopped leading (Deadline)", Duration::from_secs(5)),
+        "op-b did not notice it lost the lease"
+    );
+    patch_drain(&plane, 33).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let writes = audit::writes(&plane.audit_log_path()).unwrap();
+    let (ua, ub) = (user("op-a"), user("op-b"));
+    let overlaps = audit::overlapping(&writes, "herald-operator", &[&ua, &ub]);
+    assert!(
+        overlaps.is_empty(),
+        "two leaders wrote at once: {overlaps:#?}"
+    );
+    // The witness saw both hand-overs, each after the old leader's last write.
+    let hand_overs = audit::hand_overs(&writes, "herald-operator", &[&ua, &ub]);
+    let pairs: Vec<_> = hand_overs
+        .iter()
+        .map(|h| (h.from.as_str(), h.to.as_str()))
+        .collect();
+    // (More hand-overs than these two are allowed: a slow apiserver may cost a renewal.)
+    let a_to_b = pairs.iter().position(|p| *p == (ua.as_str(), ub.as_str()));
+    let b_to_a = pairs.iter().rposition(|p| *p == (ub.as_str(), ua.as_str()));
+    assert!(a_to_b.is_some() && a_to_b < b_to_a, "{pairs:?}");
+    assert!(hand_overs.iter().all(|h| h.quiet > 0.0), "{hand_overs:#?}");
+    println!(
+        "leader cut off: stepped down after {stepped_down:.1?}, standby led after {took_over:.1?}; \
+         frozen leader replaced after {refrozen:.1?}; the apiserver saw the old leader's last \
+         write {:.1} s and {:.1} s before the new one took the lease, no overlap in {} writes",
+        hand_overs[a_to_b.unwrap()].quiet,
+        hand_overs[b_to_a.unwrap()].quiet,
+        writes.len()
+    );
+}
+
+/// A rollout SIGTERMs the leader: it stops its controllers, releases the Lease and exits,
+/// and the standby leads at its next retry, not a whole lease later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_leader_hands_the_lease_over_at_once() {
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    // The default lease: 15 s, so the standby retries every 3 s.
+    let mut a = OperatorProcess::start(&plane.kubeconfig_path(), "op-a", &[]);
+    assert!(a.wait_leading(Duration::from_secs(30)));
+    let mut b = OperatorProcess::start(&plane.kubeconfig_path(), "op-b", &[]);
+    assert!(
+        !b.wait_leading(Duration::from_secs(4)),
+        "two leaders at once"
+    );
+
+    let terminated = Instant::now();
+    a.signal("TERM");
+    assert!(a.wait_for_line(
+        "herald-operator released the lease",
+        Duration::from_secs(15)
+    ));
+    let status = a.wait_exit(Duration::from_secs(5)).expect("op-a exits");
+    assert!(status.success(), "{status}");
+    let exited = terminated.elapsed();
+    assert!(
+        b.wait_leading(Duration::from_secs(15)),
+        "op-b did not take over"
+    );
+    let took_over = terminated.elapsed();
+    let lease = get_json(&plane, &["lease", "herald-operator"])
+        .await
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "op-b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    assert!(
+        took_over < Duration::from_secs(3 + 3),
+        "the standby took {took_over:?}"
+    );
+    println!(
+        "SIGTERM to the leader: it released the lease and exited in {exited:.1?}, the standby led after {took_over:.1?}"
+    );
 }

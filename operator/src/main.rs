@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
-use futures_util::future::FutureExt;
 use herald_operator::controller::{self, Context};
 use herald_operator::crd::PushCluster;
 use herald_operator::leader::{Elector, LeaseConfig};
@@ -42,7 +41,8 @@ struct Args {
     /// This replica's identity in the Lease (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// How long the lease lasts without renewal.
+    /// How long the lease lasts without renewal; the leader stops reconciling after
+    /// two thirds of it without one.
     #[arg(long, env = "HERALD_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
     /// How often every PushCluster is re-read for scaling.
@@ -134,19 +134,20 @@ async fn run(args: Args, identity: String) -> anyhow::Result<ExitCode> {
     );
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    // The controllers' requests pass the fence: none leaves once the lease may be lost.
     let ctx = Arc::new(Context::new(
-        client,
+        elector.fence().client(client),
         metrics.clone(),
         Some(identity.clone()),
         args.resync,
     ));
     loop {
         tracing::info!(%identity, "waiting for leadership");
-        tokio::select! {
-            _ = elector.acquire() => {}
+        let acquired = tokio::select! {
+            acquired = elector.acquire() => acquired,
             _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
             _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
-        }
+        };
         metrics.leader.set(1);
         tracing::info!(%identity, "leading: reconciling");
         println!("herald-operator leading as {identity}");
@@ -158,24 +159,47 @@ async fn run(args: Args, identity: String) -> anyhow::Result<ExitCode> {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
         };
-        let controllers = tokio::spawn(futures_util::future::join(
+        let mut controllers = tokio::spawn(futures_util::future::join(
             controller::cluster::run(ctx.clone(), stopped()),
             controller::channel::run(ctx.clone(), stopped()),
         ));
-        let exit = tokio::select! {
-            _ = elector.hold() => None,
-            _ = terminate.recv() => Some(ExitCode::SUCCESS),
-            _ = interrupt.recv() => Some(ExitCode::SUCCESS),
+        let hold = elector.hold(acquired);
+        tokio::pin!(hold);
+        let signalled = tokio::select! {
+            lost = &mut hold => Err(lost),
+            _ = terminate.recv() => Ok(()),
+            _ = interrupt.recv() => Ok(()),
         };
-        let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), controllers.map(|_| ())).await;
+        let mut finished = false;
+        if signalled.is_ok() {
+            // Shutting down: let running reconciles finish while the lease is still
+            // renewed, but no longer than it is held.
+            let _ = stop_tx.send(true);
+            finished = tokio::select! {
+                _ = &mut controllers => true,
+                _ = &mut hold => false,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => false,
+            };
+        }
+        if !finished {
+            // The lease may be gone: no graceful drain, nothing more may be written.
+            controllers.abort();
+            let _ = controllers.await;
+        }
         metrics.leader.set(0);
-        match exit {
-            Some(code) => return Ok(code),
-            // Another replica may lead now; stop reconciling and compete again.
-            None => {
-                tracing::warn!("lost the leader lease: stopped reconciling");
-                println!("herald-operator stopped leading");
+        match signalled {
+            Ok(()) => {
+                // Only clears the lease if this replica still holds it.
+                match elector.release().await {
+                    Ok(()) => println!("herald-operator released the lease"),
+                    Err(e) => tracing::warn!(error = %e, "could not release the leader lease"),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Another replica may lead now; compete again.
+            Err(lost) => {
+                tracing::warn!(?lost, "lost the leader lease: stopped reconciling");
+                println!("herald-operator stopped leading ({lost:?})");
             }
         }
     }
