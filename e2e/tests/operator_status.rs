@@ -141,10 +141,6 @@ async fn missing_secrets_and_failed_applies_show_on_the_push_cluster() {
 
     // A quota that forbids Services makes every apply of the node Service fail: the
     // failure is a condition and a Warning Event, not just a line in the operator's log.
-    plane
-        .kubectl(["delete", "service", "push-node", "-n", "shop"])
-        .await
-        .unwrap();
     apply(
         &plane,
         &json!({"apiVersion": "v1", "kind": "ResourceQuota",
@@ -153,6 +149,11 @@ async fn missing_secrets_and_failed_applies_show_on_the_push_cluster() {
     )
     .await
     .unwrap();
+    // The quota only judges creations: the operator must re-create the Service.
+    plane
+        .kubectl(["delete", "service", "push-node", "-n", "shop"])
+        .await
+        .unwrap();
     let failed = eventually("Reconciled=False", Duration::from_secs(60), || async {
         let c = condition(&plane, "shop", "push", "Reconciled").await?;
         (c["status"] == "False").then_some(c)
