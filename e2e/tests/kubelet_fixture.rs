@@ -27,23 +27,9 @@ fn repo_path(relative: &str) -> String {
 }
 
 async fn plane_with_crds() -> ControlPlane {
-    let plane = ControlPlane::start().await.expect("control plane starts");
-    plane
-        .kubectl(["apply", "-f", &repo_path("crds")])
+    ControlPlane::start_with_crds()
         .await
-        .expect("CRDs apply");
-    plane
-        .kubectl([
-            "wait",
-            "--for",
-            "condition=established",
-            "crd/pushclusters.herald.dev",
-            "crd/channels.herald.dev",
-            "--timeout=60s",
-        ])
-        .await
-        .expect("CRDs established");
-    plane
+        .expect("control plane with the CRDs starts")
 }
 
 fn secret(ns: &str, redis_url: &str) -> Value {

@@ -17,28 +17,10 @@ use serde_json::{json, Value};
 /// Control planes are heavy on two cores: one story at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn crds_dir() -> String {
-    format!("{}/../crds", env!("CARGO_MANIFEST_DIR"))
-}
-
 async fn plane_with_crds() -> ControlPlane {
-    let plane = ControlPlane::start().await.expect("control plane starts");
-    plane
-        .kubectl(["apply", "-f", &crds_dir()])
+    ControlPlane::start_with_crds()
         .await
-        .expect("CRDs apply");
-    plane
-        .kubectl([
-            "wait",
-            "--for",
-            "condition=established",
-            "crd/pushclusters.herald.dev",
-            "crd/channels.herald.dev",
-            "--timeout=60s",
-        ])
-        .await
-        .expect("CRDs established");
-    plane
+        .expect("control plane with the CRDs starts")
 }
 
 fn secret(ns: &str, redis_url: &str) -> Value {

@@ -102,22 +102,9 @@ fn push_cluster() -> Value {
 
 /// The admin's part: a control plane with the CRDs, the operator's namespace and its RBAC.
 async fn plane_with_crds_and_rbac() -> ControlPlane {
-    let plane = ControlPlane::start().await.expect("control plane starts");
-    plane
-        .kubectl(["apply", "-f", &repo_path("crds")])
+    let plane = ControlPlane::start_with_crds()
         .await
-        .expect("CRDs apply");
-    plane
-        .kubectl([
-            "wait",
-            "--for",
-            "condition=established",
-            "crd/pushclusters.herald.dev",
-            "crd/channels.herald.dev",
-            "--timeout=60s",
-        ])
-        .await
-        .expect("CRDs established");
+        .expect("control plane with the CRDs starts");
     plane
         .kubectl(["create", "namespace", OPERATOR_NS])
         .await

@@ -12,26 +12,6 @@ use serde_json::{json, Value};
 /// Control planes are heavy on two cores: one story at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn plane_with_crds() -> ControlPlane {
-    let plane = ControlPlane::start().await.expect("control plane starts");
-    let crds = format!("{}/../crds", env!("CARGO_MANIFEST_DIR"));
-    plane
-        .kubectl(["apply", "-f", &crds])
-        .await
-        .expect("CRDs apply");
-    plane
-        .kubectl([
-            "wait",
-            "--for",
-            "condition=established",
-            "crd/pushclusters.herald.dev",
-            "--timeout=60s",
-        ])
-        .await
-        .expect("CRDs established");
-    plane
-}
-
 fn push_cluster(ns: &str, name: &str) -> Value {
     json!({"apiVersion": "herald.dev/v1alpha1", "kind": "PushCluster",
            "metadata": {"name": name, "namespace": ns},
@@ -54,7 +34,9 @@ async fn condition(plane: &ControlPlane, ns: &str, name: &str, type_: &str) -> O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_too_long_for_its_service_is_refused_on_apply() {
     let _serial = SERIAL.lock().await;
-    let plane = plane_with_crds().await;
+    let plane = ControlPlane::start_with_crds()
+        .await
+        .expect("control plane with the CRDs starts");
     let long = "p".repeat(59);
     let err = apply(&plane, &push_cluster("default", &long))
         .await
@@ -69,7 +51,9 @@ async fn a_name_too_long_for_its_service_is_refused_on_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_secrets_and_failed_applies_show_on_the_push_cluster() {
     let _serial = SERIAL.lock().await;
-    let plane = plane_with_crds().await;
+    let plane = ControlPlane::start_with_crds()
+        .await
+        .expect("control plane with the CRDs starts");
     let _operator = {
         let mut op = OperatorProcess::start(&plane.kubeconfig_path(), "op-a", &["--resync", "2s"]);
         assert!(op.wait_leading(Duration::from_secs(30)));
