@@ -39,6 +39,15 @@ async fn collect(client: &mut Client, kind: &str, want: usize) -> Vec<Value> {
     got
 }
 
+/// Writes a channel file for `story` (one directory per story and test process).
+fn channel_file(story: &str, channels: Value) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-e2e-{story}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("channels.json");
+    std::fs::write(&path, json!({"channels": channels}).to_string()).unwrap();
+    path
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_different_nodes_get_broadcasts_and_their_own_messages_exactly_once() {
     let _serial = SERIAL.lock().await;
@@ -160,17 +169,12 @@ async fn a_client_reconnecting_to_another_node_recovers_exactly_what_it_missed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_gap_was_trimmed_away_is_told_so_and_gets_what_is_kept() {
     let _serial = SERIAL.lock().await;
-    let dir = std::env::temp_dir().join(format!("herald-e2e-trim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let channels = dir.join("channels.json");
-    std::fs::write(
-        &channels,
-        json!({"channels": [
+    let channels = channel_file(
+        "trim",
+        json!([
             {"name": "ticks", "access": "authenticated", "history": true, "capacity": 3}
-        ]})
-        .to_string(),
-    )
-    .unwrap();
+        ]),
+    );
     let cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
@@ -218,18 +222,13 @@ async fn a_client_whose_gap_was_trimmed_away_is_told_so_and_gets_what_is_kept() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_users_get_queued_messages_and_unacked_ones_come_back_on_any_node() {
     let _serial = SERIAL.lock().await;
-    let dir = std::env::temp_dir().join(format!("herald-e2e-acks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let channels = dir.join("channels.json");
-    std::fs::write(
-        &channels,
-        json!({"channels": [
+    let channels = channel_file(
+        "acks",
+        json!([
             {"name": "orders", "access": "user", "auto_subscribe": true, "history": true},
             {"name": "tasks", "access": "user", "auto_subscribe": true, "history": true, "ack_required": true}
-        ]})
-        .to_string(),
-    )
-    .unwrap();
+        ]),
+    );
     let cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
@@ -284,16 +283,11 @@ async fn offline_users_get_queued_messages_and_unacked_ones_come_back_on_any_nod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_redis_master_loses_no_acknowledged_publish() {
     let _serial = SERIAL.lock().await;
-    let dir = std::env::temp_dir().join(format!("herald-e2e-failover-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let channels = dir.join("channels.json");
-    std::fs::write(
-        &channels,
-        json!({"channels": [{"name": "alerts", "access": "authenticated", "auto_subscribe": true,
-                             "history": true, "capacity": 10000}]})
-        .to_string(),
-    )
-    .unwrap();
+    let channels = channel_file(
+        "failover",
+        json!([{"name": "alerts", "access": "authenticated", "auto_subscribe": true,
+                "history": true, "capacity": 10000}]),
+    );
     let mut cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
@@ -568,18 +562,13 @@ async fn users_and_types_json_must_escape_get_their_messages_on_every_node_and_o
     let long = format!("{}\\\"🦀", "x".repeat(300));
     let users = [r"CORP\alice", r#"o"brien"#, "🦊 fox ✓", long.as_str()];
     let kind = r#"memo "urgent" C:\inbox"#;
-    let dir = std::env::temp_dir().join(format!("herald-e2e-escapes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let channels = dir.join("channels.json");
-    std::fs::write(
-        &channels,
-        json!({"channels": [
+    let channels = channel_file(
+        "escapes",
+        json!([
             {"name": "inbox", "access": "user", "auto_subscribe": true, "history": true,
              "allowed_types": [kind]}
-        ]})
-        .to_string(),
-    )
-    .unwrap();
+        ]),
+    );
     let cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
@@ -663,18 +652,13 @@ async fn users_and_types_json_must_escape_get_their_messages_on_every_node_and_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resuming_user_gets_each_offset_once_and_unacked_tasks_back_on_the_other_node() {
     let _serial = SERIAL.lock().await;
-    let dir = std::env::temp_dir().join(format!("herald-e2e-resume-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let channels = dir.join("channels.json");
-    std::fs::write(
-        &channels,
-        json!({"channels": [
+    let channels = channel_file(
+        "resume",
+        json!([
             {"name": "orders", "access": "user", "auto_subscribe": true, "history": true},
             {"name": "tasks", "access": "user", "history": true, "ack_required": true}
-        ]})
-        .to_string(),
-    )
-    .unwrap();
+        ]),
+    );
     let cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
