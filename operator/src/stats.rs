@@ -31,7 +31,19 @@ pub enum StatsError {
     /// Redis took too long.
     #[error("Redis did not answer in time")]
     Timeout,
+    /// A primary of the Redis Cluster did not answer: the slots it serves are down
+    /// until a replica takes over, whichever keys the heartbeats happen to live on.
+    #[error("Redis primary {server} did not answer: {reason}")]
+    PrimaryDown {
+        /// The primary, as `host:port`.
+        server: String,
+        /// What the ping returned.
+        reason: String,
+    },
 }
+
+/// How long a primary may take to answer the health `PING`.
+const PRIMARY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One node's heartbeat (the fields the operator uses).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -68,6 +80,57 @@ impl StatsReader {
         tokio::time::timeout(Duration::from_secs(5), read_nodes(&client))
             .await
             .map_err(|_| StatsError::Timeout)?
+    }
+
+    /// Whether every primary of the cluster's Redis answers a `PING` (a single server
+    /// is checked by [`Self::nodes`] already). A failed check also refreshes the cached
+    /// topology, so the check after a failover pings the promoted replica instead.
+    pub async fn broker_health(
+        &self,
+        cluster: &PushCluster,
+        secrets: Api<Secret>,
+    ) -> Result<(), StatsError> {
+        let client = self.for_cluster(cluster, secrets).await?;
+        if !client.is_clustered() {
+            return Ok(());
+        }
+        let primaries = client
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default();
+        let pings = primaries.into_iter().map(|server| {
+            let client = client.clone();
+            async move {
+                let answer = tokio::time::timeout(
+                    PRIMARY_PING_TIMEOUT,
+                    client
+                        .with_cluster_node(server.clone())
+                        .ping::<String>(None),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err((server, e.to_string())),
+                    Err(_) => Err((server, "no answer in time".to_owned())),
+                }
+            }
+        });
+        let down = futures_util::future::join_all(pings)
+            .await
+            .into_iter()
+            .find_map(Result::err);
+        match down {
+            None => Ok(()),
+            Some((server, reason)) => {
+                if let Err(e) = client.sync_cluster().await {
+                    tracing::debug!(error = %e, "could not refresh the Redis Cluster topology");
+                }
+                Err(StatsError::PrimaryDown {
+                    server: server.to_string(),
+                    reason,
+                })
+            }
+        }
     }
 
     /// Deletes every history stream and delivery cursor of `channel`; returns how many

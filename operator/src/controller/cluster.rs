@@ -123,6 +123,17 @@ async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Resul
         .stats
         .nodes(cluster, Api::<Secret>::namespaced(client.clone(), ns))
         .await;
+    // The heartbeats live on a few slots only; a primary down elsewhere still means
+    // lost publishes for the channels and users it serves.
+    let broker_error = match &stats {
+        Err(e) => Some(e.to_string()),
+        Ok(_) => ctx
+            .stats
+            .broker_health(cluster, Api::<Secret>::namespaced(client.clone(), ns))
+            .await
+            .err()
+            .map(|e| e.to_string()),
+    };
     let secret_problems =
         crate::secrets::missing(cluster, &Api::<Secret>::namespaced(client.clone(), ns)).await;
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
@@ -200,7 +211,7 @@ async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Resul
         &deployment,
         desired,
         connections,
-        stats.as_ref().err().map(ToString::to_string),
+        broker_error,
         &secret_problems,
     );
     let api = Api::<PushCluster>::namespaced(client, ns);
