@@ -172,8 +172,7 @@ pub fn unauthorized() -> Response<Body> {
 
 /// Handles a publish body (already size-limited and authorized).
 pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
+    if is_batch(body) {
         let max = node.config.max_batch;
         let items: Vec<&RawValue> = match capped::parse(body, max) {
             Ok(items) => items,
@@ -218,6 +217,11 @@ pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
     }
 }
 
+/// Whether a publish body is a batch (a JSON array) rather than one message.
+fn is_batch(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
 fn parse_request(body: &[u8]) -> Result<PublishRequest<'_>, PublishError> {
     serde_json::from_slice(body).map_err(|e| {
         PublishError::BadRequest(format!(
@@ -240,17 +244,11 @@ async fn publish_one(
             kind: request.kind,
         });
     }
-    if !request.data.get().trim_start().starts_with('{') {
-        return Err(PublishError::DataNotObject);
-    }
-    let max_depth = node.config.max_data_depth;
-    if crate::jsondepth::exceeds(request.data.get().as_bytes(), max_depth) {
-        return Err(PublishError::DataTooDeep(max_depth));
-    }
-    let users = match request.users {
-        None => None,
-        Some(raw) => Some(parse_users(raw, node.config.max_users_per_message)?),
-    };
+    let users = check_content(
+        &request,
+        node.config.max_data_depth,
+        node.config.max_users_per_message,
+    )?;
     if config.is_per_user() && users.as_ref().is_none_or(Vec::is_empty) {
         return Err(PublishError::UsersRequired(request.channel));
     }
@@ -306,6 +304,69 @@ async fn publish_one(
     }
     .instrument(span)
     .await
+}
+
+/// The checks that need no channel: `data` is an object nesting at most `max_depth`
+/// levels, and `users` (when present) holds at most `max_users` valid ids.
+fn check_content(
+    request: &PublishRequest<'_>,
+    max_depth: usize,
+    max_users: usize,
+) -> Result<Option<Vec<crate::UserId>>, PublishError> {
+    if !request.data.get().trim_start().starts_with('{') {
+        return Err(PublishError::DataNotObject);
+    }
+    if crate::jsondepth::exceeds(request.data.get().as_bytes(), max_depth) {
+        return Err(PublishError::DataTooDeep(max_depth));
+    }
+    request
+        .users
+        .map(|raw| parse_users(raw, max_users))
+        .transpose()
+}
+
+/// A publish body parsed and checked as far as possible without a node: what the
+/// fuzz targets drive (see [`crate::fuzzing`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct CheckedMessage {
+    /// `channel`, not yet looked up.
+    pub channel: String,
+    /// `type`, not yet checked against the channel.
+    pub kind: String,
+    /// `data`, raw.
+    pub data: Box<RawValue>,
+    /// `users`, parsed.
+    pub users: Option<Vec<crate::UserId>>,
+}
+
+/// Parses `body` the way [`publish`] does, up to the channel lookup: one result per
+/// message (one for a single message), or why the batch as a whole was refused.
+pub(crate) fn check_body(
+    body: &[u8],
+    max_batch: usize,
+    max_depth: usize,
+    max_users: usize,
+) -> Result<Vec<Result<CheckedMessage, PublishError>>, CappedError> {
+    let check = |text: &[u8]| {
+        let request = parse_request(text)?;
+        let users = check_content(&request, max_depth, max_users)?;
+        Ok(CheckedMessage {
+            channel: request.channel,
+            kind: request.kind,
+            data: request.data,
+            users,
+        })
+    };
+    if is_batch(body) {
+        let items: Vec<&RawValue> = capped::parse(body, max_batch)?;
+        Ok(items
+            .iter()
+            .map(|item| check(item.get().as_bytes()))
+            .collect())
+    } else {
+        Ok(vec![check(body)])
+    }
 }
 
 /// Recipient ids from the raw `users` array, refused past `max` while parsing.
@@ -580,5 +641,42 @@ mod tests {
         assert!(!constant_time_eq(b"abd", b"abc"));
         assert!(!constant_time_eq(b"ab", b"abc"));
         assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn body_checks_apply_every_cap_before_a_channel_is_looked_up() {
+        let body = br#"{"channel":"CORP\\alice","type":"o\"brien","users":["\ud83e\udd80",42],"data":{"k":"]]}"}}"#;
+        let [Ok(one)] = &check_body(body, 0, 1, 2).unwrap()[..] else {
+            panic!("one accepted message expected")
+        };
+        assert_eq!(one.channel, r"CORP\alice");
+        assert_eq!(one.kind, r#"o"brien"#);
+        let users: Vec<&str> = one.users.iter().flatten().map(|u| &**u).collect();
+        assert_eq!(users, ["🦀", "42"]);
+
+        let batch = br#" [{"channel":"a","type":"t","data":{"x":[[1]]}},
+            {"channel":"a","type":"t","data":[]},
+            {"channel":"a","type":"t","data":{},"users":["1","2","3"]},
+            {"channel":"a","type":"t","data":{},"users":[1.5]},
+            {"channel":"a","type":"t","data":{},"extra":1}]"#;
+        let refusals: Vec<String> = check_body(batch, 5, 2, 2)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map_or_else(|e| e.status_and_code().1.to_owned(), |_| "ok".into()))
+            .collect();
+        assert_eq!(
+            refusals,
+            [
+                "data_too_deep",
+                "data_not_object",
+                "too_many_users",
+                "invalid_user",
+                "bad_request"
+            ]
+        );
+        assert!(matches!(
+            check_body(batch, 4, 2, 2),
+            Err(CappedError::TooMany(4))
+        ));
     }
 }

@@ -14,6 +14,8 @@ pub mod capped;
 pub mod channels;
 pub mod config;
 pub mod dev;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod jsondepth;
 pub mod metrics;
