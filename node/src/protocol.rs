@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A message a client sent, validated.
@@ -59,16 +59,23 @@ pub enum ParseError {
     BadField(String),
 }
 
+/// A frame's fields, still raw JSON. Frames are never parsed into a
+/// `serde_json::Value`: with serde_json's `raw_value` feature (which the node needs),
+/// a `Value` reads any object whose first key is `$serde_json::private::RawValue` as
+/// the JSON text in its string, so `{"$serde_json::private::RawValue":"5-1"}` was
+/// refused and `{"$serde_json::private::RawValue":"[\"a\"]"}` read as `["a"]`.
+/// Maps of raw values and typed fields read every key as the plain string it is.
+type Fields<'a> = BTreeMap<String, &'a RawValue>;
+
 impl ClientMessage {
     /// Parses one text frame.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let value: Value =
+        let frame: &RawValue =
             serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
-        let Value::Object(mut object) = value else {
-            return Err(ParseError::NotObject);
-        };
-        let kind = match object.remove("type") {
-            Some(Value::String(kind)) => kind,
+        let object: Fields<'_> =
+            serde_json::from_str(frame.get()).map_err(|_| ParseError::NotObject)?;
+        let kind: String = match object.get("type").map(|raw| typed(raw)) {
+            Some(Some(kind)) => kind,
             _ => return Err(ParseError::MissingType),
         };
         match kind.as_str() {
@@ -89,48 +96,57 @@ impl ClientMessage {
     }
 }
 
-fn string_list(object: &Map<String, Value>, field: &str) -> Result<Vec<String>, ParseError> {
-    let Some(Value::Array(items)) = object.get(field) else {
+/// `raw` read as a `T`, if it is one.
+fn typed<T: DeserializeOwned>(raw: &RawValue) -> Option<T> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+fn string_list(object: &Fields<'_>, field: &str) -> Result<Vec<String>, ParseError> {
+    let Some(items) = object
+        .get(field)
+        .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+    else {
         return Err(ParseError::BadField(format!(
             "\"{field}\" must be an array of channel names"
         )));
     };
     items
         .iter()
-        .map(|item| match item {
-            Value::String(s) => Ok(s.clone()),
-            other => Err(ParseError::BadField(format!(
-                "\"{field}\" must contain only strings, found {other}"
-            ))),
+        .map(|item| {
+            typed(item).ok_or_else(|| {
+                ParseError::BadField(format!(
+                    "\"{field}\" must contain only strings, found {}",
+                    item.get()
+                ))
+            })
         })
         .collect()
 }
 
-fn string_field(object: &Map<String, Value>, field: &str) -> Result<String, ParseError> {
-    match object.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(ParseError::BadField(format!(
-            "\"{field}\" must be a string"
-        ))),
-    }
+fn string_field(object: &Fields<'_>, field: &str) -> Result<String, ParseError> {
+    object
+        .get(field)
+        .and_then(|raw| typed(raw))
+        .ok_or_else(|| ParseError::BadField(format!("\"{field}\" must be a string")))
 }
 
-fn since_map(object: &Map<String, Value>) -> Result<BTreeMap<String, String>, ParseError> {
-    match object.get("since") {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(channel, offset)| match offset {
-                Value::String(s) => Ok((channel.clone(), s.clone())),
-                _ => Err(ParseError::BadField(format!(
-                    "\"since\".{channel} must be an offset string"
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(ParseError::BadField(
+fn since_map(object: &Fields<'_>) -> Result<BTreeMap<String, String>, ParseError> {
+    let Some(raw) = object.get("since").filter(|raw| raw.get() != "null") else {
+        return Ok(BTreeMap::new());
+    };
+    let Ok(map) = serde_json::from_str::<Fields<'_>>(raw.get()) else {
+        return Err(ParseError::BadField(
             "\"since\" must be an object mapping channel names to offsets".into(),
-        )),
-    }
+        ));
+    };
+    map.into_iter()
+        .map(|(channel, offset)| match typed(offset) {
+            Some(offset) => Ok((channel, offset)),
+            None => Err(ParseError::BadField(format!(
+                "\"since\".{channel} must be an offset string"
+            ))),
+        })
+        .collect()
 }
 
 /// Machine-readable error codes carried by `{"type":"error"}` frames and HTTP errors.
@@ -266,6 +282,7 @@ pub fn envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn parses_the_legacy_client_messages() {
@@ -330,6 +347,34 @@ mod tests {
         ));
     }
 
+    /// Found by the `client_frame` fuzz target: frames went through
+    /// `serde_json::Value`, which (with the `raw_value` feature) reads an object whose
+    /// first key is serde_json's private raw-value token as the JSON inside its string.
+    #[test]
+    fn serde_jsons_raw_value_token_is_an_ordinary_key() {
+        let token = "$serde_json::private::RawValue";
+        let frame = format!(r#"{{"type":"subscribe","channels":[],"since":{{"{token}":"5-1"}}}}"#);
+        assert_eq!(
+            ClientMessage::parse(&frame),
+            Ok(ClientMessage::Subscribe {
+                channels: vec![],
+                since: BTreeMap::from([(token.into(), "5-1".into())]),
+            })
+        );
+        let smuggled = format!(r#"{{"type":"subscribe","channels":{{"{token}":"[\"a\"]"}}}}"#);
+        assert!(matches!(
+            ClientMessage::parse(&smuggled),
+            Err(ParseError::BadField(_))
+        ));
+        let whole = format!(r#"{{"{token}":"{{\"type\":\"ping\"}}"}}"#);
+        assert_eq!(ClientMessage::parse(&whole), Err(ParseError::MissingType));
+        // Duplicate keys: the last one counts, as before.
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"ack","type":"ping"}"#),
+            Ok(ClientMessage::Ping)
+        );
+    }
+
     #[test]
     fn envelope_keeps_the_legacy_shape_and_adds_fields() {
         let data = RawValue::from_string(r#"{"id":7,"title":"hi"}"#.into()).unwrap();
@@ -376,7 +421,7 @@ mod tests {
 mod properties {
     use proptest::collection::{btree_map, vec};
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::arbitrary::text;
