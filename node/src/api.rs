@@ -370,16 +370,24 @@ pub(crate) fn check_body(
 }
 
 /// Recipient ids from the raw `users` array, refused past `max` while parsing.
+/// Items are kept raw until they are known not to be objects: a `Value` would read
+/// `{"$serde_json::private::RawValue":"42"}` (serde_json's private raw-value key) as
+/// the id 42, where every other object is refused.
 fn parse_users(raw: &RawValue, max: usize) -> Result<Vec<crate::UserId>, PublishError> {
-    let values: Vec<Value> = capped::parse(raw.get().as_bytes(), max).map_err(|e| match e {
+    let items: Vec<&RawValue> = capped::parse(raw.get().as_bytes(), max).map_err(|e| match e {
         CappedError::TooMany(max) => PublishError::TooManyUsers(max),
         CappedError::Json(e) => {
             PublishError::BadRequest(format!("\"users\" must be an array of user ids: {e}"))
         }
     })?;
-    values
+    items
         .iter()
-        .map(|v| claim_as_id(Some(v)).ok_or_else(|| PublishError::InvalidUser(v.to_string())))
+        .map(|item| {
+            let value = (!item.get().starts_with('{'))
+                .then(|| serde_json::from_str::<Value>(item.get()).ok())
+                .flatten();
+            claim_as_id(value.as_ref()).ok_or_else(|| PublishError::InvalidUser(item.get().into()))
+        })
         .collect()
 }
 
@@ -678,5 +686,16 @@ mod tests {
             check_body(batch, 4, 2, 2),
             Err(CappedError::TooMany(4))
         ));
+    }
+
+    /// Users went through `serde_json::Value`, which reads an object whose first key
+    /// is serde_json's private raw-value token as the JSON inside its string.
+    #[test]
+    fn an_object_is_never_a_user_id() {
+        let body = br#"{"channel":"a","type":"t","data":{},"users":["1",{"$serde_json::private::RawValue":"42"}]}"#;
+        let [Err(PublishError::InvalidUser(user))] = &check_body(body, 1, 1, 2).unwrap()[..] else {
+            panic!("the object must be refused")
+        };
+        assert_eq!(user, r#"{"$serde_json::private::RawValue":"42"}"#);
     }
 }
