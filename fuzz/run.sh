@@ -55,10 +55,11 @@ wait
 printf '\n%-14s %14s %8s %8s %8s\n' target executions cov ft corpus
 for target in "${targets[@]}"; do
     log="$logs/$target.log"
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    last=$(grep -E '^#[0-9]+' "$log" | tail -1)
-    cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*')
-    ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*')
+    # A run that was cut short has no final stats: print what there is.
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+    last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
+    cov=$(grep -o 'cov: [0-9]*' <<<"$last" | grep -o '[0-9]*' || true)
+    ft=$(grep -o 'ft: [0-9]*' <<<"$last" | grep -o '[0-9]*' || true)
     printf '%-14s %14s %8s %8s %8s\n' "$target" "${execs:-?}" "${cov:-?}" "${ft:-?}" \
         "$(find "corpus/$target" -type f | wc -l)"
     if ls "artifacts/$target"/crash-* "artifacts/$target"/oom-* "artifacts/$target"/timeout-* >/dev/null 2>&1; then
