@@ -15,9 +15,8 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::auth::claim_as_id;
-use crate::broker::{Message, Target};
 use crate::capped::{self, CappedError};
-use crate::hub::unix_micros;
+use crate::message::{unix_micros, Message, Offset, Target, Topic};
 use crate::node::Node;
 
 /// The response body type used by every handler.
@@ -417,9 +416,9 @@ pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
         }
     }
     channels.sort_by(|a, b| a.0.cmp(b.0));
-    let mut messages: Vec<(crate::broker::offset::Offset, Value)> = Vec::new();
+    let mut messages: Vec<(Offset, Value)> = Vec::new();
     for (name, config) in channels {
-        let topic = crate::broker::Topic::for_channel(name, config.is_per_user(), user.as_ref());
+        let topic = Topic::for_channel(name, config.is_per_user(), user.as_ref());
         let replay = match node.broker.history(&topic, config, None).await {
             Ok(replay) => replay,
             Err(e) => {
@@ -436,11 +435,7 @@ pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
                     continue;
                 }
             }
-            let offset = message
-                .offset
-                .as_deref()
-                .and_then(crate::broker::offset::Offset::parse)
-                .unwrap_or_default();
+            let offset = message.offset.unwrap_or_default();
             let target = match &message.target {
                 Target::All => Value::Null,
                 Target::User(user) => Value::String(user.to_string()),
@@ -453,7 +448,7 @@ pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
                     "type": message.kind.as_ref(),
                     "data": serde_json::from_str::<Value>(message.data.get()).unwrap_or(Value::Null),
                     "user": target,
-                    "offset": message.offset.as_deref(),
+                    "offset": message.offset,
                 }),
             ));
         }

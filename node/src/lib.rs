@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 pub mod hub;
 pub mod jsondepth;
+pub mod message;
 pub mod metrics;
 pub mod node;
 pub mod presence;

@@ -20,10 +20,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::Identity;
-use crate::broker::offset::Offset;
-use crate::broker::{BrokerError, Message, Target, Topic};
+use crate::broker::BrokerError;
 use crate::channels::ChannelConfig;
-use crate::hub::{unix_micros, Delivery, Registration, SessionId};
+use crate::hub::{Delivery, Registration, SessionId};
+use crate::message::{unix_micros, Message, Offset, Target, Topic};
 use crate::metrics::DropReason;
 use crate::node::Node;
 use crate::protocol::{ClientMessage, ErrorCode, ServerMessage};
@@ -211,13 +211,8 @@ where
                 return Flow::Continue;
             }
         };
-        let since = self.replay_start(name, cursor.as_deref().and_then(Offset::parse));
-        match self
-            .node
-            .broker
-            .history(topic, config, since.as_deref())
-            .await
-        {
+        let since = self.replay_start(name, cursor);
+        match self.node.broker.history(topic, config, since).await {
             Ok(replay) => self.replay(name, replay.messages).await,
             Err(e) => {
                 tracing::warn!(channel = %name, error = %e, "offline delivery failed");
@@ -228,9 +223,9 @@ where
 
     /// Where a replay of `channel` starts: after the later of `from` (the client's
     /// offset or the user's cursor) and the newest offset already sent here.
-    fn replay_start(&self, channel: &str, from: Option<Offset>) -> Option<String> {
+    fn replay_start(&self, channel: &str, from: Option<Offset>) -> Option<Offset> {
         let sent = self.sent.get(channel).copied();
-        from.max(sent).map(|offset| offset.to_string())
+        from.max(sent)
     }
 
     /// Sends replayed messages addressed to this connection, oldest first.
@@ -319,11 +314,11 @@ where
             let config = config.clone();
             let topic = topic_for(name, &config, &self.identity);
             let user = user.clone();
-            let offset = offset.to_string();
+            let offset = *offset;
             tokio::spawn(async move {
                 if let Err(e) = node
                     .broker
-                    .store_cursor(&topic, &user, &offset, &config)
+                    .store_cursor(&topic, &user, offset, &config)
                     .await
                 {
                     tracing::warn!(error = %e, "cannot save delivery cursor");
@@ -409,7 +404,7 @@ where
                 )
                 .await;
         }
-        if Offset::parse(offset).is_none() {
+        let Some(offset) = Offset::parse(offset) else {
             return self
                 .reply_error(
                     ErrorCode::BadRequest,
@@ -417,7 +412,7 @@ where
                     "\"offset\" must be a message offset such as \"1700000000000-0\"",
                 )
                 .await;
-        }
+        };
         let channels = self.node.channels.snapshot();
         let (Some(user), Some((name, config))) =
             (self.identity.user.clone(), channels.get(channel))
@@ -497,12 +492,7 @@ where
                 Some(since) => {
                     let topic = topic_for(interned, config, &self.identity);
                     let after = self.replay_start(name, Some(since));
-                    match self
-                        .node
-                        .broker
-                        .history(&topic, config, after.as_deref())
-                        .await
-                    {
+                    match self.node.broker.history(&topic, config, after).await {
                         Ok(replay) => {
                             replays.push((interned.clone(), replay.messages));
                             replay.recovered

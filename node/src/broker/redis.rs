@@ -21,10 +21,10 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
-use super::offset::Offset;
-use super::{wire, BoxFuture, Broker, BrokerError, Health, Message, Replay, Topic};
+use super::{wire, BoxFuture, Broker, BrokerError, Health, Replay};
 use crate::channels::{ChannelConfig, Registry};
-use crate::hub::{unix_micros, Hub};
+use crate::hub::Hub;
+use crate::message::{unix_micros, Message, Offset, Topic};
 use crate::metrics::{DecodeSource, DropReason, Metrics};
 use crate::telemetry::propagation::TraceContext;
 use crate::telemetry::TRACE_TARGET;
@@ -256,7 +256,7 @@ impl Inner {
             Ok(split) => split,
             Err(e) => return self.undecodable(DecodeSource::Pubsub, channel, None, &e),
         };
-        if let Some(offset) = offset.and_then(Offset::parse) {
+        if let Some(offset) = offset {
             let mut seen = self.seen.lock();
             let last = seen.entry(channel.to_owned()).or_default();
             if offset <= *last {
@@ -279,7 +279,7 @@ impl Inner {
         &self,
         source: DecodeSource,
         topic: &str,
-        offset: Option<&str>,
+        offset: Option<Offset>,
         error: &wire::DecodeError,
     ) {
         self.metrics.decode_failure(source, error.reason());
@@ -288,7 +288,7 @@ impl Inner {
             tracing::warn!(
                 source = ?source,
                 topic,
-                offset,
+                offset = offset.map(tracing::field::display),
                 reason = error.reason(),
                 %error,
                 "undecodable broker message dropped"
@@ -300,21 +300,24 @@ impl Inner {
         &self,
         topic: &Topic,
         channel: &ChannelConfig,
-        since: Option<&str>,
+        since: Option<Offset>,
     ) -> Result<(Vec<(Message, String)>, bool), BrokerError> {
         let reply: Value = self
             .history
             .evalsha_with_reload(
                 &self.client,
                 vec![stream_key(topic), trimmed_key(topic)],
-                vec![since.unwrap_or("").to_owned(), channel.capacity.to_string()],
+                vec![
+                    since.map(|o| o.to_string()).unwrap_or_default(),
+                    channel.capacity.to_string(),
+                ],
             )
             .await
             .map_err(unavailable)?;
         let mut parts = reply.into_array().into_iter();
         let deleted = parts.next().and_then(|v| v.as_string()).unwrap_or_default();
         let entries = parts.next().map(Value::into_array).unwrap_or_default();
-        let after = since.and_then(Offset::parse).unwrap_or_default();
+        let after = since.unwrap_or_default();
         let recovered = if deleted.is_empty() {
             // No stream: nothing was ever kept, or everything expired.
             since.is_none()
@@ -325,18 +328,21 @@ impl Inner {
         let key = stream_key(topic);
         for entry in entries {
             let mut entry = entry.into_array().into_iter();
-            let id = entry.next().and_then(|id| id.as_string());
+            let id = entry
+                .next()
+                .and_then(|id| id.as_string())
+                .map(|id| Offset::parse(&id));
             let json = entry
                 .next()
                 .and_then(|fields| fields.into_array().get(1).and_then(Value::as_string));
             let decoded = match (&id, json) {
                 (None, _) => Err(wire::DecodeError::Incomplete("id")),
                 (Some(_), None) => Err(wire::DecodeError::Incomplete("message")),
-                (Some(id), Some(json)) => wire::decode(&json, Some(id)),
+                (Some(id), Some(json)) => wire::decode(&json, *id),
             };
             match decoded {
                 Ok(decoded) => messages.push(decoded),
-                Err(e) => self.undecodable(DecodeSource::History, &key, id.as_deref(), &e),
+                Err(e) => self.undecodable(DecodeSource::History, &key, id.flatten(), &e),
             }
         }
         Ok((messages, recovered))
@@ -357,11 +363,10 @@ impl Inner {
             let Some(last) = self.seen.lock().get(&key).copied() else {
                 continue;
             };
-            let since = last.to_string();
-            match self.fetch(&topic, config, Some(&since)).await {
+            match self.fetch(&topic, config, Some(last)).await {
                 Ok((messages, _)) => {
                     for (message, origin) in messages {
-                        let Some(offset) = message.offset.as_deref().and_then(Offset::parse) else {
+                        let Some(offset) = message.offset else {
                             continue;
                         };
                         {
@@ -569,7 +574,7 @@ impl Broker for RedisBroker {
                 match offset {
                     Ok(offset) => {
                         span.record("offset", &offset);
-                        message.offset = Some(offset.into());
+                        message.offset = Offset::parse(&offset);
                         inner.wait_for_replicas(&key).await
                     }
                     Err(e) => Err(unavailable(e)),
@@ -637,7 +642,7 @@ impl Broker for RedisBroker {
         &'a self,
         topic: &'a Topic,
         channel: &'a ChannelConfig,
-        since: Option<&'a str>,
+        since: Option<Offset>,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
         Box::pin(async move {
             let (messages, recovered) = self.inner.fetch(topic, channel, since).await?;
@@ -652,12 +657,13 @@ impl Broker for RedisBroker {
         &'a self,
         topic: &'a Topic,
         user: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Option<Offset>, BrokerError>> {
         Box::pin(async move {
             self.inner
                 .client
                 .get::<Option<String>, _>(cursor_key(topic, user))
                 .await
+                .map(|cursor| cursor.as_deref().and_then(Offset::parse))
                 .map_err(unavailable)
         })
     }
@@ -666,7 +672,7 @@ impl Broker for RedisBroker {
         &'a self,
         topic: &'a Topic,
         user: &'a str,
-        offset: &'a str,
+        offset: Offset,
         channel: &'a ChannelConfig,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
@@ -675,7 +681,7 @@ impl Broker for RedisBroker {
                 .evalsha_with_reload::<i64, _, _>(
                     &self.inner.client,
                     vec![cursor_key(topic, user)],
-                    vec![offset.to_owned(), channel.expiry_secs.max(1).to_string()],
+                    vec![offset.to_string(), channel.expiry_secs.max(1).to_string()],
                 )
                 .await
                 .map(|_| ())
