@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::message::{Message, Offset, Target};
+use crate::message::{DeliverySink, Message, Offset, Target};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
 use crate::telemetry::TRACE_TARGET;
@@ -395,6 +395,12 @@ impl Hub {
             tokio::time::sleep_until(start + window * i as u32 / n).await;
             control.request_close(CloseRequest::DRAINING);
         }
+    }
+}
+
+impl DeliverySink for Hub {
+    fn deliver(&self, message: &Message) -> usize {
+        Hub::deliver(self, message)
     }
 }
 

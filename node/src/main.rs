@@ -122,9 +122,14 @@ async fn run(
     }
     tokio::spawn(watch_channels(node.clone()));
     if let Some(presence) = &node.presence {
+        let draining = {
+            let node = node.clone();
+            move || node.is_draining()
+        };
         tokio::spawn(presence::run(
             presence.clone(),
-            node.clone(),
+            node.hub.clone(),
+            draining,
             node.config.heartbeat_interval,
         ));
     }

@@ -3,7 +3,8 @@
 //!
 //! These types sit below everything else (the hub, the brokers, sessions and the
 //! publish API all speak them), so this module depends on nothing in the crate but
-//! channel settings.
+//! channel settings. [`DeliverySink`] is how messages flow from brokers to the hub
+//! without either knowing the other.
 
 mod offset;
 
@@ -80,6 +81,17 @@ impl Topic {
             user: if per_user { user.cloned() } else { None },
         }
     }
+}
+
+/// Where messages arriving from other nodes go: the hub implements it, brokers hold
+/// one, so the broker layer never calls into the hub directly.
+///
+/// Brokers hold it as `Arc<dyn DeliverySink>`: one indirect call per message, next
+/// to the serialization and per-recipient queueing that delivery does anyway; no
+/// allocation or lock is added.
+pub trait DeliverySink: Send + Sync + 'static {
+    /// Queues `message` to every local recipient; returns how many it reached.
+    fn deliver(&self, message: &Message) -> usize;
 }
 
 /// Microseconds since the Unix epoch: the clock of [`Message::accepted_at_micros`].

@@ -298,13 +298,19 @@ impl Presence {
     }
 }
 
-/// Heartbeats until the task is dropped.
-pub async fn run(presence: Arc<Presence>, node: Arc<crate::node::Node>, every: Duration) {
+/// Heartbeats `hub`'s connections until the task is dropped; `draining` tells
+/// whether the node is shutting down.
+pub async fn run(
+    presence: Arc<Presence>,
+    hub: Arc<Hub>,
+    draining: impl Fn() -> bool + Send + 'static,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     let mut failing = false;
     loop {
         tick.tick().await;
-        match presence.heartbeat(&node.hub, node.is_draining()).await {
+        match presence.heartbeat(&hub, draining()).await {
             Ok(()) if failing => {
                 failing = false;
                 presence.resync();

@@ -4,7 +4,7 @@
 //! (trimmed to the channel's capacity and age) and `SPUBLISH`es it, atomically and in
 //! one hash slot (both names share a hash tag). Nodes `SSUBSCRIBE` to a topic's shard
 //! channel only while a local connection needs it. A dedicated task drains the
-//! subscriber's message buffer into the hub; offsets drop duplicates, and whenever
+//! subscriber's message buffer into the delivery sink (the hub); offsets drop duplicates, and whenever
 //! messages may have been missed (buffer lag, reconnect, failover) the gap is read
 //! back from the streams.
 
@@ -23,8 +23,7 @@ use tracing::Instrument;
 
 use super::{wire, BoxFuture, Broker, BrokerError, Health, Replay};
 use crate::channels::{ChannelConfig, Registry};
-use crate::hub::Hub;
-use crate::message::{unix_micros, Message, Offset, Topic};
+use crate::message::{unix_micros, DeliverySink, Message, Offset, Topic};
 use crate::metrics::{DecodeSource, DropReason, Metrics};
 use crate::telemetry::propagation::TraceContext;
 use crate::telemetry::TRACE_TARGET;
@@ -153,7 +152,8 @@ struct Inner {
     node_id: String,
     client: Client,
     subscriber: SubscriberClient,
-    hub: Arc<Hub>,
+    /// Where messages from other nodes go (the hub).
+    sink: Arc<dyn DeliverySink>,
     channels: Arc<Registry>,
     metrics: Arc<Metrics>,
     min_replicas: u32,
@@ -187,7 +187,7 @@ impl RedisBroker {
     /// Connects, starts the subscriber and its drain, reconnect and health tasks.
     pub async fn connect(
         settings: RedisSettings,
-        hub: Arc<Hub>,
+        sink: Arc<dyn DeliverySink>,
         channels: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BrokerError> {
@@ -212,7 +212,7 @@ impl RedisBroker {
             node_id: settings.node_id,
             client,
             subscriber,
-            hub,
+            sink,
             channels,
             metrics,
             min_replicas: settings.min_replicas,
@@ -267,7 +267,7 @@ impl Inner {
         match wire::decode(json, offset) {
             Ok((_, origin)) if origin == self.node_id => {}
             Ok((message, _)) => {
-                self.hub.deliver(&message);
+                self.sink.deliver(&message);
             }
             Err(e) => self.undecodable(DecodeSource::Pubsub, channel, offset, &e),
         }
@@ -378,7 +378,7 @@ impl Inner {
                             *last = offset;
                         }
                         if origin != self.node_id {
-                            self.hub.deliver(&message);
+                            self.sink.deliver(&message);
                         }
                     }
                 }
