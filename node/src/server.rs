@@ -24,9 +24,10 @@ use tracing::Instrument;
 
 use crate::api::{self, error_response, json_response, Body, Query};
 use crate::auth::{AuthError, Identity};
+use crate::connection::Membership;
 use crate::dev;
 use crate::node::Node;
-use crate::session::{self, Session};
+use crate::session::Session;
 use crate::telemetry::{propagation, TRACE_TARGET};
 
 /// Small buffers keep idle connections cheap: client messages (ping, subscribe, ack) are
@@ -274,20 +275,22 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
             return error_response(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
         }
     };
-    let registration = match node.hub.connect(identity.user.clone()) {
-        Ok(registration) => registration,
-        Err(e) => {
-            node.metrics.reject("user_connection_limit");
-            return error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                &e.to_string(),
-            );
-        }
-    };
+    // Owns the hub registration, broker interest and user count from here on: every
+    // early return below releases them by dropping it.
+    let (mut membership, registration) =
+        match Membership::register(node.clone(), identity.user.clone()) {
+            Ok(registered) => registered,
+            Err(e) => {
+                node.metrics.reject("user_connection_limit");
+                return error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections",
+                    &e.to_string(),
+                );
+            }
+        };
     if let Some(user) = identity.user.as_deref() {
-        if !node.admit_user(user).await {
-            node.hub.disconnect(registration.id);
+        if !membership.admit().await {
             node.metrics.reject("user_connection_limit");
             return error_response(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -299,21 +302,14 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
             );
         }
     }
-    let held = match session::join_auto_channels(&node, &identity, registration.id).await {
-        Ok(held) => held,
-        Err(e) => {
-            if let Some(user) = identity.user.as_deref() {
-                node.release_user(user);
-            }
-            node.hub.disconnect(registration.id);
-            node.metrics.reject("broker_unavailable");
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker_unavailable",
-                &e.to_string(),
-            );
-        }
-    };
+    if let Err(e) = membership.join_auto_channels(&identity).await {
+        node.metrics.reject("broker_unavailable");
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            &e.to_string(),
+        );
+    }
     let span = tracing::info_span!(
         "connection",
         id = registration.id,
@@ -341,20 +337,14 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
                     )
                     .await;
                     tracing::debug!("connected");
-                    Session::new(node, ws, identity, registration, held)
+                    Session::new(node, ws, identity, registration, membership)
                         .run()
                         .await;
                     tracing::debug!("disconnected");
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade failed");
-                    if let Some(user) = identity.user.as_deref() {
-                        node.release_user(user);
-                    }
-                    node.hub.disconnect(registration.id);
-                    for (_, topic) in held {
-                        node.broker.unsubscribe(topic);
-                    }
+                    drop(membership);
                 }
             }
         }

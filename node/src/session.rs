@@ -20,9 +20,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::Identity;
-use crate::broker::BrokerError;
 use crate::channels::ChannelConfig;
-use crate::hub::{Delivery, Registration, SessionId};
+use crate::connection::{topic_for, Membership};
+use crate::hub::{Delivery, Registration};
 use crate::message::{unix_micros, Message, Offset, Target, Topic};
 use crate::metrics::DropReason;
 use crate::node::Node;
@@ -58,8 +58,9 @@ pub struct Session<S> {
     violations: u32,
     violation_window: Instant,
     last_seen: Instant,
-    /// Broker interest held per subscribed channel, released on unsubscribe/close.
-    held: Vec<(ChannelName, Topic)>,
+    /// The hub registration, broker interest and user count this connection holds;
+    /// every subscribe and unsubscribe goes through it.
+    membership: Membership,
     /// Newest offset sent on this connection per channel, live or replayed: a
     /// replay starts after it, so no offset is ever sent twice.
     sent: HashMap<ChannelName, Offset>,
@@ -72,56 +73,18 @@ pub struct Session<S> {
     cursors_flushed: Instant,
 }
 
-/// The broker topic carrying `channel`'s messages for `identity`.
-pub fn topic_for(channel: &ChannelName, config: &ChannelConfig, identity: &Identity) -> Topic {
-    Topic {
-        channel: channel.clone(),
-        user: if config.is_per_user() {
-            identity.user.clone()
-        } else {
-            None
-        },
-    }
-}
-
-/// Subscribes a new connection to every auto-subscribe channel it may use, before
-/// the upgrade completes: once a client sees the socket open, it receives pushes.
-/// On failure every interest taken so far is released.
-pub async fn join_auto_channels(
-    node: &Node,
-    identity: &Identity,
-    id: SessionId,
-) -> Result<Vec<(ChannelName, Topic)>, BrokerError> {
-    let channels = node.channels.snapshot();
-    let mut held = Vec::new();
-    for (name, config) in channels.iter() {
-        if !(config.auto_subscribe && config.admits(identity).is_ok()) {
-            continue;
-        }
-        let topic = topic_for(name, config, identity);
-        if let Err(e) = node.broker.subscribe(topic.clone()).await {
-            for (_, topic) in held {
-                node.broker.unsubscribe(topic);
-            }
-            return Err(e);
-        }
-        node.hub.subscribe(id, name);
-        held.push((name.clone(), topic));
-    }
-    Ok(held)
-}
-
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Wraps an upgraded, registered connection that already holds `held`.
+    /// Wraps an upgraded connection registered as `membership`, with `registration`
+    /// its receiving end.
     pub fn new(
         node: Arc<Node>,
         ws: WebSocketStream<S>,
         identity: Identity,
         registration: Registration,
-        held: Vec<(ChannelName, Topic)>,
+        membership: Membership,
     ) -> Self {
         let inbound = TokenBucket::new(node.config.inbound_rate, node.config.inbound_burst);
         let now = Instant::now();
@@ -134,7 +97,7 @@ where
             violations: 0,
             violation_window: now,
             last_seen: now,
-            held,
+            membership,
             sent: HashMap::new(),
             replayed: HashMap::new(),
             delivered: HashMap::new(),
@@ -177,7 +140,7 @@ where
     /// Offline delivery at connect, for every channel joined before the upgrade.
     async fn catch_up(&mut self) -> Flow {
         let channels = self.node.channels.snapshot();
-        let held = self.held.clone();
+        let held = self.membership.subscriptions().to_vec();
         for (name, topic) in held {
             let Some((_, config)) = channels.get(&name) else {
                 continue;
@@ -395,7 +358,7 @@ where
     /// Moves the user's cursor on an `ack` channel: acknowledged messages are not
     /// redelivered on the next connection. An ack covers everything up to its offset.
     async fn on_ack(&mut self, channel: &str, offset: &str) -> Flow {
-        if !self.node.hub.is_subscribed(self.registration.id, channel) {
+        if !self.membership.is_subscribed(channel) {
             return self
                 .reply_error(
                     ErrorCode::BadRequest,
@@ -461,13 +424,14 @@ where
                 refusals.add(ErrorCode::Forbidden, name, why);
                 continue;
             }
-            if !self.node.hub.is_subscribed(self.registration.id, &name) {
-                if self.node.hub.subscription_count(self.registration.id) >= limit {
+            if !self.membership.is_subscribed(&name) {
+                if self.membership.subscription_count() >= limit {
                     let why = format!("a connection may hold at most {limit} subscriptions");
                     refusals.add(ErrorCode::TooManySubscriptions, name, &why);
                     continue;
                 }
-                if let Err(e) = self.join(interned, config).await {
+                let topic = topic_for(interned, config, &self.identity);
+                if let Err(e) = self.membership.subscribe(interned, topic).await {
                     refusals.add(ErrorCode::Unavailable, name, &e.to_string());
                     continue;
                 }
@@ -553,8 +517,7 @@ where
         let mut left = Vec::new();
         let mut unknown = Refusals::default();
         for name in dedup(requested) {
-            if self.node.hub.unsubscribe(self.registration.id, &name) {
-                self.release(&name);
+            if self.membership.unsubscribe(&name) {
                 left.push(name);
             } else if channels.get(&name).is_some() {
                 left.push(name);
@@ -568,28 +531,6 @@ where
             return Flow::Gone;
         }
         self.send_refusals(unknown).await
-    }
-
-    async fn join(
-        &mut self,
-        name: &ChannelName,
-        config: &ChannelConfig,
-    ) -> Result<(), BrokerError> {
-        let topic = topic_for(name, config, &self.identity);
-        self.node.broker.subscribe(topic.clone()).await?;
-        if self.node.hub.subscribe(self.registration.id, name) {
-            self.held.push((name.clone(), topic));
-        } else {
-            self.node.broker.unsubscribe(topic);
-        }
-        Ok(())
-    }
-
-    fn release(&mut self, name: &str) {
-        if let Some(index) = self.held.iter().position(|(c, _)| &**c == name) {
-            let (_, topic) = self.held.swap_remove(index);
-            self.node.broker.unsubscribe(topic);
-        }
     }
 
     async fn write_batch(&mut self, first: Arc<Delivery>) -> Flow {
@@ -737,14 +678,8 @@ where
 
     fn finish(mut self) {
         self.flush_cursors();
-        if let Some(user) = self.identity.user.as_deref() {
-            self.node.release_user(user);
-        }
-        let id = self.registration.id;
-        self.node.hub.disconnect(id);
-        for (_, topic) in self.held.drain(..) {
-            self.node.broker.unsubscribe(topic);
-        }
+        // Nothing is queued for the connection once its membership is gone.
+        drop(self.membership);
         self.registration.rx.close();
         let mut undelivered = 0;
         while self.registration.rx.try_recv().is_ok() {
