@@ -517,9 +517,8 @@ where
         let mut left = Vec::new();
         let mut unknown = Refusals::default();
         for name in dedup(requested) {
-            if self.membership.unsubscribe(&name) {
-                left.push(name);
-            } else if channels.get(&name).is_some() {
+            // Leaving a known channel one is not subscribed to succeeds too.
+            if self.membership.unsubscribe(&name) || channels.get(&name).is_some() {
                 left.push(name);
             } else {
                 unknown.add(ErrorCode::UnknownChannel, name, "no such channel");
