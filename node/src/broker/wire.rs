@@ -79,8 +79,8 @@ impl DecodeError {
         }
     }
 
-    /// Every label [`DecodeError::reason`] returns.
-    pub const REASONS: [&'static str; 4] = ["no_offset", "incomplete_entry", "syntax", "data"];
+    /// Every label [`DecodeError::reason`] returns (the metrics module owns the list).
+    pub const REASONS: [&'static str; 4] = crate::metrics::DECODE_FAILURE_REASONS;
 }
 
 /// Encodes a message; `origin` is the publishing node, `trace` the context the
