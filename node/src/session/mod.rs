@@ -6,8 +6,8 @@
 //! hub asks (slow consumer, drain) or the client misbehaves. Nothing a client sends
 //! can take the node down: every bad frame gets an `error` reply.
 //!
-//! This module is the frame loop; [`subscribe`] answers subscribe, unsubscribe and
-//! ack with their recovery replays, and [`cursors`] tracks what was delivered.
+//! This module is the frame loop; `subscribe` answers subscribe, unsubscribe and
+//! ack with their recovery replays, and `cursors` tracks what was delivered.
 
 mod cursors;
 mod subscribe;
