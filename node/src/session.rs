@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::auth::Identity;
 use crate::broker::offset::Offset;
 use crate::broker::{BrokerError, Message, Target, Topic};
-use crate::channels::ChannelConfig;
+use crate::channels::{Admission, ChannelConfig};
 use crate::hub::{unix_micros, Delivery, Registration, SessionId};
 use crate::metrics::DropReason;
 use crate::node::Node;
