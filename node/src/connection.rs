@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::auth::Identity;
 use crate::broker::BrokerError;
-use crate::channels::ChannelConfig;
+use crate::channels::{Admission, ChannelConfig};
 use crate::hub::{HubError, Registration, SessionId};
 use crate::message::Topic;
 use crate::node::Node;

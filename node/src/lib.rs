@@ -8,7 +8,7 @@
 
 pub mod api;
 #[cfg(test)]
-mod arbitrary;
+use herald_contract::arbitrary;
 pub mod auth;
 pub mod broker;
 pub mod capped;

@@ -115,32 +115,30 @@ pub struct RedisSettings {
     pub buffer: usize,
 }
 
-/// Hash tag shared by a topic's stream and shard channel, so one script reaches both.
-fn tag(topic: &Topic) -> String {
-    match &topic.user {
-        None => format!("c:{}", topic.channel),
-        Some(user) => format!("u:{}:{}", topic.channel, user),
+/// The topic's keys (`herald_contract::keys`): stream and shard channel share a hash
+/// tag, so one script reaches both.
+fn keys(topic: &Topic) -> herald_contract::keys::Topic<'_> {
+    herald_contract::keys::Topic {
+        channel: &topic.channel,
+        user: topic.user.as_deref(),
     }
 }
 
 fn shard_channel(topic: &Topic) -> String {
-    format!("herald:{{{}}}", tag(topic))
+    keys(topic).shard_channel()
 }
 
 fn stream_key(topic: &Topic) -> String {
-    format!("herald:{{{}}}:log", tag(topic))
+    keys(topic).stream()
 }
 
 /// The newest offset trimmed from the topic's stream (same slot as the stream).
 fn trimmed_key(topic: &Topic) -> String {
-    format!("herald:{{{}}}:trimmed", tag(topic))
+    keys(topic).trimmed()
 }
 
 fn cursor_key(topic: &Topic, user: &str) -> String {
-    match &topic.user {
-        Some(_) => format!("herald:{{{}}}:cursor", tag(topic)),
-        None => format!("herald:{{{}}}:cursor:{user}", tag(topic)),
-    }
+    keys(topic).cursor(user)
 }
 
 /// Multi-node broker on Redis or Redis Cluster.

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::cursors::keeps_cursor;
 use super::{error_label, Flow, Session};
-use crate::channels::ChannelConfig;
+use crate::channels::{Admission, ChannelConfig};
 use crate::connection::topic_for;
 use crate::hub::Delivery;
 use crate::message::{Message, Offset, Target, Topic};
