@@ -6,6 +6,7 @@
 
 pub mod channel;
 pub mod cluster;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
