@@ -10,12 +10,15 @@ use kube::ResourceExt;
 
 use crate::crd::{Channel, PushCluster};
 
+/// A cluster's uid and whether it is terminating.
+type Identity = (Option<String>, bool);
+
 /// Tells when a PushCluster appears, disappears, is replaced (new uid) or starts
 /// terminating: all a Channel's status and purge depend on.
 #[derive(Debug, Default)]
 pub struct Presence {
     /// Last seen identity and copy of each cluster.
-    known: HashMap<ObjectRef<PushCluster>, ((Option<String>, bool), PushCluster)>,
+    known: HashMap<ObjectRef<PushCluster>, (Identity, PushCluster)>,
     /// Clusters listed since the last `Init` (a re-list after a watch gap).
     listed: HashSet<ObjectRef<PushCluster>>,
 }
@@ -55,7 +58,7 @@ impl Presence {
     }
 
     fn applied(&mut self, cluster: PushCluster) -> Vec<PushCluster> {
-        let identity = (cluster.uid(), cluster.metadata.deletion_timestamp.is_some());
+        let identity: Identity = (cluster.uid(), cluster.metadata.deletion_timestamp.is_some());
         let key = ObjectRef::from_obj(&cluster);
         match self.known.insert(key, (identity.clone(), cluster.clone())) {
             Some((before, _)) if before == identity => Vec::new(),
