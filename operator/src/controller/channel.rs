@@ -23,7 +23,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::triggers::{channels_of, Presence, Rivalry};
+use super::triggers::{channels_of, mark_filled, Filled, Presence, Rivalry};
 use super::{condition, Context, Error, MANAGER};
 use crate::crd::{Channel, ChannelStatus, DeletionPolicy, PushCluster};
 
@@ -39,6 +39,7 @@ pub struct Ctx {
     shared: Arc<Context>,
     channels: Store<Channel>,
     clusters: Store<PushCluster>,
+    clusters_filled: Filled,
 }
 
 impl std::ops::Deref for Ctx {
@@ -66,7 +67,7 @@ pub async fn reconcile(channel: Arc<Channel>, ctx: Arc<Ctx>) -> Result<Action, E
 /// conditional on the copy's resourceVersion, and a status computed from an old view is
 /// followed by the reconcile the missed change triggers once its watch event arrives.
 async fn reconcile_inner(channel: &Channel, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
-    if ctx.clusters.wait_until_ready().await.is_err() {
+    if !ctx.clusters_filled.wait().await {
         // Shutting down: the cluster watch is gone.
         return Ok(Action::await_change());
     }
@@ -294,17 +295,22 @@ pub async fn run(
     })
     .try_flatten();
     let mut presence = Presence::default();
+    let (fill, clusters_filled) = Filled::new();
     let cluster_changes = reflector(
         cluster_writer,
         watcher(Api::<PushCluster>::all(client), watcher::Config::default()).default_backoff(),
     )
-    .map_ok(move |event| futures_util::stream::iter(presence.changed(event).into_iter().map(Ok)))
+    .map_ok(move |event| {
+        mark_filled(&fill, &event);
+        futures_util::stream::iter(presence.changed(event).into_iter().map(Ok))
+    })
     .try_flatten();
     let of_cluster = channels.clone();
     let ctx = Arc::new(Ctx {
         shared: ctx,
         channels: channels.clone(),
         clusters,
+        clusters_filled,
     });
     Controller::for_stream(channel_changes, channels)
         .watches_stream(cluster_changes, move |cluster| {

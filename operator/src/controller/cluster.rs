@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::json;
 
+use super::triggers::{mark_filled, Filled};
 use super::{condition, Context, Error, MANAGER};
 use crate::crd::{Channel, PushCluster, PushClusterStatus};
 use crate::resources::{self, names};
@@ -49,6 +50,7 @@ where
 pub struct Ctx {
     shared: Arc<Context>,
     channels: Store<Channel>,
+    channels_filled: Filled,
     /// Per cluster, the resourceVersions before and after this reconciler's last status
     /// write: the one change a watch may not have delivered yet without being behind.
     own_writes: Mutex<HashMap<ObjectRef<PushCluster>, (String, String)>>,
@@ -89,7 +91,7 @@ impl Ctx {
         let ours = |c: &Channel| {
             c.spec.cluster == fresh.name_any() && c.metadata.deletion_timestamp.is_none()
         };
-        if caught_up && self.channels.wait_until_ready().await.is_ok() {
+        if caught_up && self.channels_filled.wait().await {
             let mut channels: Vec<Channel> = self
                 .channels
                 .state()
@@ -531,6 +533,7 @@ pub async fn run(
     let (channels, channel_writer) = reflector::store();
     let mut rendered = Rendered::default();
     let stored = channels.clone();
+    let (fill, channels_filled) = Filled::new();
     let channel_changes = reflector(
         channel_writer,
         watcher(
@@ -539,12 +542,14 @@ pub async fn run(
         )
         .default_backoff(),
     )
+    .inspect_ok(move |event| mark_filled(&fill, event))
     .touched_objects()
     .try_filter(move |channel| std::future::ready(rendered.changed(channel, &stored)));
     let controller = Controller::new(clusters, watcher::Config::default());
     let ctx = Arc::new(Ctx {
         shared: ctx,
         channels,
+        channels_filled,
         own_writes: Mutex::default(),
     });
     controller

@@ -119,6 +119,32 @@ pub fn channels_of(cluster: &PushCluster, store: &Store<Channel>) -> Vec<ObjectR
         .collect()
 }
 
+/// Whether a watched store holds its first complete list. Unlike
+/// `Store::wait_until_ready`, which wakes only the last of several waiters (kube-runtime
+/// 5 keeps a single waker), any number of concurrent reconciles may wait on it.
+#[derive(Debug, Clone)]
+pub struct Filled(tokio::sync::watch::Receiver<bool>);
+
+impl Filled {
+    /// A flag and the sender that raises it (after the store applied `InitDone`).
+    pub fn new() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Waits until the store is filled; false when its watch is gone (shutting down).
+    pub async fn wait(&self) -> bool {
+        self.0.clone().wait_for(|filled| *filled).await.is_ok()
+    }
+}
+
+/// Raises `filled` when `event` completes a list (the store has applied it by then).
+pub fn mark_filled<K>(filled: &tokio::sync::watch::Sender<bool>, event: &Event<K>) {
+    if matches!(event, Event::InitDone) {
+        filled.send_replace(true);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kube::runtime::reflector::store;
@@ -168,6 +194,28 @@ mod tests {
         assert!(presence.changed(Event::Init).is_empty());
         assert!(presence.changed(Event::InitDone).len() == 1);
         assert!(presence.changed(Event::InitDone).is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_store_is_filled() {
+        let (tx, filled) = Filled::new();
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let filled = filled.clone();
+                tokio::spawn(async move { filled.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        mark_filled::<Channel>(&tx, &Event::Init);
+        mark_filled::<Channel>(&tx, &Event::InitDone);
+        for waiter in waiters {
+            assert!(waiter.await.unwrap());
+        }
+        drop(tx);
+        assert!(filled.wait().await, "stays filled");
+        let (tx, never) = Filled::new();
+        drop(tx);
+        assert!(!never.wait().await);
     }
 
     #[test]
