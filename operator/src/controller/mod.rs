@@ -2,7 +2,8 @@
 //!
 //! [`cluster`] owns everything a `PushCluster` needs (and re-renders the channel file
 //! whenever one of its `Channel`s changes); [`channel`] reports each `Channel`'s own
-//! status. Both share one [`Context`] and one error policy.
+//! status. Both share one [`Context`] and one error policy, and read what they watch
+//! from in-memory stores; [`triggers`] decides which watch events reconcile what.
 
 pub mod channel;
 pub mod cluster;
