@@ -9,6 +9,7 @@ pub mod api;
 #[cfg(test)]
 mod arbitrary;
 pub mod auth;
+pub mod background;
 pub mod broker;
 pub mod capped;
 pub mod channels;
@@ -21,6 +22,7 @@ pub mod node;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
+pub mod routes;
 pub mod server;
 pub mod session;
 /// Logs and traces, shared with the operator (the `herald-telemetry` crate).

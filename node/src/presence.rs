@@ -298,12 +298,18 @@ impl Presence {
     }
 }
 
-/// Heartbeats until the task is dropped.
-pub async fn run(presence: Arc<Presence>, node: Arc<crate::node::Node>, every: Duration) {
+/// Heartbeats until `stop` is cancelled.
+pub async fn run(
+    presence: Arc<Presence>,
+    node: Arc<crate::node::Node>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     let mut failing = false;
-    loop {
-        tick.tick().await;
+    // A heartbeat once started is finished: stopping between beats means no write
+    // lands after `leave`.
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
         match presence.heartbeat(&node.hub, node.is_draining()).await {
             Ok(()) if failing => {
                 failing = false;
