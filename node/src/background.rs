@@ -1,5 +1,5 @@
-//! The node's background tasks (presence heartbeats, channel reloads), stopped in order
-//! at shutdown instead of being dropped mid-write.
+//! The node's background tasks (presence heartbeats, channel reloads, the Redis
+//! broker's loops), stopped in order at shutdown instead of being dropped mid-write.
 //!
 //! Every task is spawned into one [`TaskTracker`] and watches one [`CancellationToken`];
 //! [`Background::stop`] cancels the token and waits for every task to return, so
@@ -42,6 +42,18 @@ impl Background {
         });
     }
 
+    /// Spawns a loop that keeps no state worth finishing: at the stop signal it is
+    /// dropped at its current await.
+    pub fn spawn_until_stopped<F>(&self, name: &'static str, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.token();
+        self.spawn(name, async move {
+            stop.run_until_cancelled_owned(task).await;
+        });
+    }
+
     /// Cancels every task and waits up to `limit` for all of them to return; false
     /// when some were still running at the limit.
     pub async fn stop(&self, limit: Duration) -> bool {
@@ -81,6 +93,13 @@ mod tests {
         }
         assert!(background.stop(Duration::from_secs(5)).await);
         assert_eq!(finished.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn loops_without_state_are_dropped_at_the_signal() {
+        let background = Background::new();
+        background.spawn_until_stopped("pending", std::future::pending());
+        assert!(background.stop(Duration::from_secs(5)).await);
     }
 
     #[tokio::test]

@@ -82,6 +82,7 @@ async fn run(
         .advertise_addr
         .clone()
         .unwrap_or_else(|| addr.to_string());
+    let background = Background::new();
     let (broker, presence): (Arc<dyn Broker>, Option<Arc<Presence>>) = match &args.redis_url {
         None => (Arc::new(MemoryBroker::new()), None),
         Some(url) => {
@@ -93,10 +94,15 @@ async fn run(
                     .unwrap_or(u32::from(url.starts_with("redis-cluster://"))),
                 buffer: args.redis_buffer,
             };
-            let broker =
-                RedisBroker::connect(settings, hub.clone(), channels.clone(), metrics.clone())
-                    .await
-                    .context("connecting to Redis")?;
+            let broker = RedisBroker::connect(
+                settings,
+                hub.clone(),
+                channels.clone(),
+                metrics.clone(),
+                &background,
+            )
+            .await
+            .context("connecting to Redis")?;
             let presence = Presence::new(
                 broker.client(),
                 &node_id,
@@ -122,7 +128,6 @@ async fn run(
     if let Some(dev_secrets) = &dev_secrets {
         println!("{}", dev::banner(dev_secrets, addr, &node.config.ws_path));
     }
-    let background = Background::new();
     background.spawn(
         "channel reload",
         watch_channels(node.clone(), background.token()),
@@ -152,8 +157,9 @@ async fn run(
 }
 
 /// Stops the node in order: WebSocket clients leave over the drain window while the
-/// API keeps serving; then the HTTP server closes; then background tasks stop and are
-/// waited for; last, the presence records go, so no heartbeat can write them back.
+/// API keeps serving; then the HTTP server closes; then background tasks (channel
+/// reloads, presence heartbeats, the Redis broker's loops) stop and are waited for;
+/// last, the presence records go, so no heartbeat can write them back.
 async fn shutdown(
     node: &Node,
     background: &Background,
