@@ -169,7 +169,7 @@ pub fn unauthorized() -> Response<Body> {
     response
 }
 
-/// Handles a publish body (already size-limited and authorized).
+/// Handles a publish body (already size-limited and authorized by the router).
 pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
@@ -352,8 +352,7 @@ fn paginate(params: &Query, items: Vec<Value>) -> Value {
 
 /// `GET /api/developer/websocket-sessions/?user=&channel=&page=&page_size=`: connections
 /// across the cluster (this node's alone on the embedded broker).
-pub async fn list_sessions(node: &Node, query: Option<&str>) -> Response<Body> {
-    let params = Query::parse(query);
+pub async fn list_sessions(node: &Node, params: &Query) -> Response<Body> {
     let user = params.get("user");
     let channel = params.get("channel");
     let records: Vec<(String, crate::hub::SessionInfo)> = match &node.presence {
@@ -379,13 +378,12 @@ pub async fn list_sessions(node: &Node, query: Option<&str>) -> Response<Body> {
         .filter(|(_, s)| channel.is_none_or(|c| s.subscriptions.iter().any(|x| x == c)))
         .map(|(node, session)| json!({"node": node, "session": session}))
         .collect();
-    json_response(StatusCode::OK, &paginate(&params, sessions))
+    json_response(StatusCode::OK, &paginate(params, sessions))
 }
 
 /// `GET /api/developer/websocket-messages/?channel=&user=&page=&page_size=`: messages
 /// kept in history, newest first. Per-user channels need `user`.
-pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
-    let params = Query::parse(query);
+pub async fn list_messages(node: &Node, params: &Query) -> Response<Body> {
     let user = params.get("user").map(crate::UserId::from);
     let snapshot = node.channels.snapshot();
     let mut channels: Vec<_> = snapshot
@@ -455,7 +453,7 @@ pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
     }
     messages.sort_by_key(|(offset, _)| std::cmp::Reverse(*offset));
     let items = messages.into_iter().map(|(_, v)| v).collect();
-    json_response(StatusCode::OK, &paginate(&params, items))
+    json_response(StatusCode::OK, &paginate(params, items))
 }
 
 /// `GET /api/v1/nodes`: live nodes with their connection counts (the operator scales

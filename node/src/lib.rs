@@ -10,6 +10,7 @@ pub mod api;
 #[cfg(test)]
 use herald_contract::arbitrary;
 pub mod auth;
+pub mod background;
 pub mod broker;
 pub mod capped;
 pub mod channels;
@@ -24,6 +25,7 @@ pub mod node;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
+pub mod routes;
 pub mod server;
 pub mod session;
 #[cfg(test)]

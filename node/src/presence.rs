@@ -281,18 +281,20 @@ impl Presence {
     }
 }
 
-/// Heartbeats `hub`'s connections until the task is dropped; `draining` tells
+/// Heartbeats `hub`'s connections until `stop` is cancelled; `draining` tells
 /// whether the node is shutting down.
 pub async fn run(
     presence: Arc<Presence>,
     hub: Arc<Hub>,
     draining: impl Fn() -> bool + Send + 'static,
     every: Duration,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
     let mut failing = false;
-    loop {
-        tick.tick().await;
+    // A heartbeat once started is finished: stopping between beats means no write
+    // lands after `leave`.
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
         match presence.heartbeat(&hub, draining()).await {
             Ok(()) if failing => {
                 failing = false;

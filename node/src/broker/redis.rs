@@ -182,12 +182,14 @@ fn unavailable(e: impl std::fmt::Display) -> BrokerError {
 }
 
 impl RedisBroker {
-    /// Connects, starts the subscriber and its drain, reconnect and health tasks.
+    /// Connects, starts the subscriber and its drain, reconnect and health tasks (in
+    /// `background`, which stops them at shutdown).
     pub async fn connect(
         settings: RedisSettings,
         sink: Arc<dyn DeliverySink>,
         channels: Arc<Registry>,
         metrics: Arc<Metrics>,
+        background: &crate::background::Background,
     ) -> Result<Self, BrokerError> {
         let config = Config::from_url(&settings.url).map_err(unavailable)?;
         let mut builder = Builder::from_config(config);
@@ -223,9 +225,10 @@ impl RedisBroker {
             detail: Mutex::new("connected".into()),
             decode_logged: AtomicU64::new(0),
         });
-        tokio::spawn(drain(inner.clone()));
-        tokio::spawn(resubscribe_on_reconnect(inner.clone()));
-        tokio::spawn(watch_health(inner.clone()));
+        background.spawn_until_stopped("redis pubsub", drain(inner.clone()));
+        background
+            .spawn_until_stopped("redis resubscribe", resubscribe_on_reconnect(inner.clone()));
+        background.spawn_until_stopped("redis health", watch_health(inner.clone()));
         Ok(Self { inner })
     }
 
