@@ -746,3 +746,199 @@ async fn a_terminated_leader_hands_the_lease_over_at_once() {
         "SIGTERM to the leader: it released the lease and exited in {exited:.1?}, the standby led after {took_over:.1?}"
     );
 }
+
+/// Channels of one PushCluster, `count` of them, named `feed-0` …: channel names in
+/// the characters the CRD allows (colons, `@`, dots), one at the 128-character limit,
+/// and the last two sharing a channel name (so they are rivals).
+fn many_channels(count: usize) -> Value {
+    let items: Vec<Value> = (0..count)
+        .map(|i| {
+            let name = match i {
+                0 => format!("{}:{i}", "x".repeat(126 - i.to_string().len())),
+                _ if i + 1 == count => format!("room:CORP_alice@shop.{}", count - 2),
+                _ => format!("room:CORP_alice@shop.{i}"),
+            };
+            json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+                   "metadata": {"name": format!("feed-{i}"), "namespace": "default"},
+                   "spec": {"cluster": "push", "name": name, "access": "authenticated"}})
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+/// Requests in `log` by `user` on `resource` with `verb`.
+fn count(log: &[audit::Request], user: &str, verb: &str, resource: &str) -> usize {
+    log.iter()
+        .filter(|r| r.user == user && r.verb == verb && r.resource == resource)
+        .count()
+}
+
+/// One `kubectl scale` of a PushCluster with 200 Channels costs the operator a bounded
+/// number of API calls, not one reconcile and one LIST per Channel per cluster change:
+/// counted by the apiserver's audit log (the operator runs as its own service account)
+/// and by the operator's own reconcile counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_a_cluster_with_many_channels_costs_a_bounded_number_of_api_calls() {
+    const CHANNELS: usize = 200;
+    let _serial = SERIAL.lock().await;
+    let plane = plane_with_crds().await;
+    apply(&plane, &secret("default", "redis://127.0.0.1:1"))
+        .await
+        .unwrap();
+    apply(&plane, &push_cluster("default", json!({})))
+        .await
+        .unwrap();
+    // In batches, before the operator runs: 200 objects take kubectl a while.
+    let all = many_channels(CHANNELS);
+    for batch in all["items"].as_array().unwrap().chunks(50) {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": batch});
+        plane
+            .kubectl_stdin(["create", "-f", "-"], &list.to_string())
+            .await
+            .unwrap();
+    }
+    let kubeconfig = replica_kubeconfig(&plane, "op-count").await;
+    let op = OperatorProcess::start(&kubeconfig, "op-count", &["--resync", "1s"]);
+    let who = user("op-count");
+
+    // Settled: every Channel reports, and the rivals see each other.
+    eventually(
+        "every Channel reports its status",
+        Duration::from_secs(180),
+        || async {
+            let list = get_json(&plane, &["channels"]).await?;
+            let items = list["items"].as_array()?;
+            let ready = |c: &Value| {
+                c["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                    .map(|c| c["reason"].as_str().unwrap_or_default().to_owned())
+            };
+            let reasons: Vec<_> = items.iter().filter_map(ready).collect();
+            let duplicates = reasons.iter().filter(|r| *r == "DuplicateName").count();
+            let configured = reasons.iter().filter(|r| *r == "Configured").count();
+            (duplicates == 2 && configured == CHANNELS - 2).then_some(())
+        },
+    )
+    .await;
+    eventually("the node deployment", Duration::from_secs(30), || async {
+        let d = get_json(&plane, &["deployment", "push-node"]).await?;
+        (d["spec"]["replicas"] == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let before = audit::requests(&plane.audit_log_path()).unwrap().len();
+    let reconciles = |kind: &'static str| {
+        let op = &op;
+        async move {
+            op.counter(
+                "herald_operator_reconciles_total",
+                &format!("kind=\"{kind}\""),
+            )
+            .await
+        }
+    };
+    let (channels_before, clusters_before) =
+        (reconciles("Channel").await, reconciles("PushCluster").await);
+    plane
+        .kubectl(["scale", "pushcluster", "push", "--replicas=3"])
+        .await
+        .unwrap();
+    eventually(
+        "the scale reaches the Deployment",
+        Duration::from_secs(30),
+        || async {
+            let d = get_json(&plane, &["deployment", "push-node"]).await?;
+            (d["spec"]["replicas"] == 3).then_some(())
+        },
+    )
+    .await;
+    // Long enough for the pods, the Deployment's status and a few resyncs to follow.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let log = audit::requests(&plane.audit_log_path()).unwrap();
+    let after = &log[before..];
+    let channel_reconciles = reconciles("Channel").await - channels_before;
+    let cluster_reconciles = reconciles("PushCluster").await - clusters_before;
+    let (lists, gets) = (
+        count(after, &who, "list", "channels"),
+        count(after, &who, "get", "channels"),
+    );
+    let channel_writes = count(after, &who, "patch", "channels");
+    let (cluster_gets, cluster_lists) = (
+        count(after, &who, "get", "pushclusters"),
+        count(after, &who, "list", "pushclusters"),
+    );
+    println!(
+        "one scale with {CHANNELS} Channels: {channel_reconciles} Channel reconciles, \
+         {cluster_reconciles} PushCluster reconciles; Channel LISTs {lists}, GETs {gets}, \
+         patches {channel_writes}; PushCluster GETs {cluster_gets}, LISTs {cluster_lists}"
+    );
+    assert!(cluster_reconciles >= 1, "the scale was not reconciled");
+    assert_eq!(lists, 0, "Channel LISTs after one scale");
+    assert_eq!(gets, 0, "Channel GETs after one scale");
+    assert!(
+        channel_writes <= 2,
+        "{channel_writes} Channel patches after one scale"
+    );
+    assert!(
+        channel_reconciles <= 10,
+        "{channel_reconciles} Channel reconciles after one scale"
+    );
+    assert_eq!(cluster_lists, 0, "PushCluster LISTs after one scale");
+    assert!(
+        cluster_gets <= cluster_reconciles as usize,
+        "{cluster_gets} PushCluster GETs for {cluster_reconciles} reconciles"
+    );
+
+    // The stores still follow changes: renaming one rival clears both; a missing
+    // cluster shows on its Channels.
+    plane
+        .kubectl([
+            "patch",
+            "channel",
+            &format!("feed-{}", CHANNELS - 1),
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"name":"room:CORP_alice@shop.renamed"}}"#,
+        ])
+        .await
+        .unwrap();
+    let reason = |name: String| {
+        let plane = &plane;
+        async move {
+            let c = get_json(plane, &["channel", &name]).await?;
+            c["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?["reason"]
+                .as_str()
+                .map(str::to_owned)
+        }
+    };
+    eventually(
+        "the former rival is Configured",
+        Duration::from_secs(30),
+        || async {
+            (reason(format!("feed-{}", CHANNELS - 2)).await? == "Configured").then_some(())
+        },
+    )
+    .await;
+    plane
+        .kubectl(["delete", "pushcluster", "push", "--wait=true"])
+        .await
+        .unwrap();
+    eventually(
+        "ClusterNotFound on the Channels",
+        Duration::from_secs(30),
+        || async {
+            let reasons = [
+                reason("feed-0".into()).await?,
+                reason("feed-7".into()).await?,
+            ];
+            reasons.iter().all(|r| r == "ClusterNotFound").then_some(())
+        },
+    )
+    .await;
+}

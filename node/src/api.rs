@@ -15,9 +15,8 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::auth::claim_as_id;
-use crate::broker::{Message, Target};
 use crate::capped::{self, CappedError};
-use crate::hub::unix_micros;
+use crate::message::{unix_micros, Message, Offset, Target, Topic};
 use crate::node::Node;
 
 /// The response body type used by every handler.
@@ -170,7 +169,7 @@ pub fn unauthorized() -> Response<Body> {
     response
 }
 
-/// Handles a publish body (already size-limited and authorized).
+/// Handles a publish body (already size-limited and authorized by the router).
 pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
     if is_batch(body) {
         let max = node.config.max_batch;
@@ -422,8 +421,7 @@ fn paginate(params: &Query, items: Vec<Value>) -> Value {
 
 /// `GET /api/developer/websocket-sessions/?user=&channel=&page=&page_size=`: connections
 /// across the cluster (this node's alone on the embedded broker).
-pub async fn list_sessions(node: &Node, query: Option<&str>) -> Response<Body> {
-    let params = Query::parse(query);
+pub async fn list_sessions(node: &Node, params: &Query) -> Response<Body> {
     let user = params.get("user");
     let channel = params.get("channel");
     let records: Vec<(String, crate::hub::SessionInfo)> = match &node.presence {
@@ -449,13 +447,12 @@ pub async fn list_sessions(node: &Node, query: Option<&str>) -> Response<Body> {
         .filter(|(_, s)| channel.is_none_or(|c| s.subscriptions.iter().any(|x| x == c)))
         .map(|(node, session)| json!({"node": node, "session": session}))
         .collect();
-    json_response(StatusCode::OK, &paginate(&params, sessions))
+    json_response(StatusCode::OK, &paginate(params, sessions))
 }
 
 /// `GET /api/developer/websocket-messages/?channel=&user=&page=&page_size=`: messages
 /// kept in history, newest first. Per-user channels need `user`.
-pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
-    let params = Query::parse(query);
+pub async fn list_messages(node: &Node, params: &Query) -> Response<Body> {
     let user = params.get("user").map(crate::UserId::from);
     let snapshot = node.channels.snapshot();
     let mut channels: Vec<_> = snapshot
@@ -486,9 +483,9 @@ pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
         }
     }
     channels.sort_by(|a, b| a.0.cmp(b.0));
-    let mut messages: Vec<(crate::broker::offset::Offset, Value)> = Vec::new();
+    let mut messages: Vec<(Offset, Value)> = Vec::new();
     for (name, config) in channels {
-        let topic = crate::broker::Topic::for_channel(name, config.is_per_user(), user.as_ref());
+        let topic = Topic::for_channel(name, config.is_per_user(), user.as_ref());
         let replay = match node.broker.history(&topic, config, None).await {
             Ok(replay) => replay,
             Err(e) => {
@@ -505,11 +502,7 @@ pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
                     continue;
                 }
             }
-            let offset = message
-                .offset
-                .as_deref()
-                .and_then(crate::broker::offset::Offset::parse)
-                .unwrap_or_default();
+            let offset = message.offset.unwrap_or_default();
             let target = match &message.target {
                 Target::All => Value::Null,
                 Target::User(user) => Value::String(user.to_string()),
@@ -522,14 +515,14 @@ pub async fn list_messages(node: &Node, query: Option<&str>) -> Response<Body> {
                     "type": message.kind.as_ref(),
                     "data": serde_json::from_str::<Value>(message.data.get()).unwrap_or(Value::Null),
                     "user": target,
-                    "offset": message.offset.as_deref(),
+                    "offset": message.offset,
                 }),
             ));
         }
     }
     messages.sort_by_key(|(offset, _)| std::cmp::Reverse(*offset));
     let items = messages.into_iter().map(|(_, v)| v).collect();
-    json_response(StatusCode::OK, &paginate(&params, items))
+    json_response(StatusCode::OK, &paginate(params, items))
 }
 
 /// `GET /api/v1/nodes`: live nodes with their connection counts (the operator scales

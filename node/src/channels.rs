@@ -3,113 +3,29 @@
 //! Channels come from a JSON file (`HERALD_CHANNELS`, rendered by the operator from
 //! `Channel` resources) or, without one, from the four channels the legacy front end
 //! uses. The file is re-read while the node runs, so channel changes take effect
-//! without a restart; readers take cheap snapshots.
+//! without a restart; readers take cheap snapshots. The file format and the legacy
+//! channels are shared with the operator (`herald-contract`); what a node does with
+//! them (access checks, validation, reloads) is here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 
 use crate::auth::Identity;
 use crate::ChannelName;
 
-/// Who may subscribe to a channel and who receives its messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Access {
-    /// Anyone, including anonymous connections where those are allowed.
-    Public,
-    /// Any authenticated user.
-    Authenticated,
-    /// Any authenticated user, but each message reaches only the users it names.
-    User,
-    /// Users whose role claim contains one of the channel's roles.
-    Roles,
-}
+pub use herald_contract::channels::{Access, ChannelConfig, ChannelFile, RateLimit};
 
-/// A publish rate limit: sustained messages per second plus a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RateLimit {
-    /// Sustained rate.
-    pub per_second: f64,
-    /// Messages allowed at once above the sustained rate.
-    pub burst: u32,
-}
-
-/// One channel's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct ChannelConfig {
-    /// The channel name clients subscribe to.
-    pub name: String,
-    /// Access mode.
-    pub access: Access,
-    /// Roles admitted when `access` is `roles`.
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// Subscribed at connect time, without a `subscribe` message (legacy clients).
-    #[serde(default)]
-    pub auto_subscribe: bool,
-    /// Message types publishers may send here; empty means any.
-    #[serde(default)]
-    pub allowed_types: Vec<String>,
-    /// Whether messages are kept for recovery.
-    #[serde(default)]
-    pub history: bool,
-    /// Most messages kept per history stream.
-    #[serde(default = "default_capacity")]
-    pub capacity: u32,
-    /// How long messages are kept, in seconds.
-    #[serde(default = "default_expiry_secs")]
-    pub expiry_secs: u64,
-    /// Clients must acknowledge messages; unacknowledged ones are redelivered.
-    #[serde(default)]
-    pub ack_required: bool,
-    /// Publish rate limit for this channel; none when absent.
-    #[serde(default)]
-    pub publish_rate: Option<RateLimit>,
-}
-
-fn default_capacity() -> u32 {
-    100
-}
-
-fn default_expiry_secs() -> u64 {
-    3600
-}
-
-impl ChannelConfig {
-    /// A channel with the given access and defaults for everything else.
-    pub fn new(name: &str, access: Access) -> Self {
-        Self {
-            name: name.into(),
-            access,
-            roles: Vec::new(),
-            auto_subscribe: false,
-            allowed_types: Vec::new(),
-            history: false,
-            capacity: default_capacity(),
-            expiry_secs: default_expiry_secs(),
-            ack_required: false,
-            publish_rate: None,
-        }
-    }
-
-    /// How long history is kept.
-    pub fn expiry(&self) -> Duration {
-        Duration::from_secs(self.expiry_secs)
-    }
-
-    /// Whether a publisher may send messages of `kind` here.
-    pub fn allows_type(&self, kind: &str) -> bool {
-        self.allowed_types.is_empty() || self.allowed_types.iter().any(|t| t == kind)
-    }
-
+/// Access rules a node enforces on a channel's settings.
+pub trait Admission {
     /// Whether `who` may subscribe.
-    pub fn admits(&self, who: &Identity) -> Result<(), Refusal> {
+    fn admits(&self, who: &Identity) -> Result<(), Refusal>;
+}
+
+impl Admission for ChannelConfig {
+    fn admits(&self, who: &Identity) -> Result<(), Refusal> {
         match (self.access, &who.user) {
             (Access::Public, _) => Ok(()),
             (_, None) => Err(Refusal::Forbidden(
@@ -122,36 +38,32 @@ impl ChannelConfig {
             )),
         }
     }
+}
 
-    /// Whether every message must name its recipients.
-    pub fn is_per_user(&self) -> bool {
-        self.access == Access::User
+/// Refuses settings that contradict each other.
+fn validate(channel: &ChannelConfig) -> Result<(), ChannelError> {
+    validate_name(&channel.name)?;
+    if channel.access == Access::Roles && channel.roles.is_empty() {
+        return Err(ChannelError::Invalid(format!(
+            "channel {:?}: access \"roles\" needs at least one role",
+            channel.name
+        )));
     }
-
-    fn validate(&self) -> Result<(), ChannelError> {
-        validate_name(&self.name)?;
-        if self.access == Access::Roles && self.roles.is_empty() {
+    if channel.capacity == 0 && channel.history {
+        return Err(ChannelError::Invalid(format!(
+            "channel {:?}: history needs a capacity of at least 1",
+            channel.name
+        )));
+    }
+    if let Some(rate) = channel.publish_rate {
+        if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
             return Err(ChannelError::Invalid(format!(
-                "channel {:?}: access \"roles\" needs at least one role",
-                self.name
+                "channel {:?}: publish_rate needs per_second > 0 and burst >= 1",
+                channel.name
             )));
         }
-        if self.capacity == 0 && self.history {
-            return Err(ChannelError::Invalid(format!(
-                "channel {:?}: history needs a capacity of at least 1",
-                self.name
-            )));
-        }
-        if let Some(rate) = self.publish_rate {
-            if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
-                return Err(ChannelError::Invalid(format!(
-                    "channel {:?}: publish_rate needs per_second > 0 and burst >= 1",
-                    self.name
-                )));
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Why a subscription was refused.
@@ -163,18 +75,7 @@ pub enum Refusal {
 
 /// Checks a channel name: 1–128 characters of letters, digits and `_ - . : @`.
 pub fn validate_name(name: &str) -> Result<(), ChannelError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ChannelError::Invalid(format!(
-            "invalid channel name {name:?}: use 1-128 letters, digits, '_', '-', '.', ':' or '@'"
-        )))
-    }
+    herald_contract::channel_name::check(name).map_err(|e| ChannelError::Invalid(e.to_string()))
 }
 
 /// Problems loading the channel file.
@@ -201,28 +102,9 @@ pub enum ChannelError {
     Invalid(String),
 }
 
-/// The file format: `{"channels": [ChannelConfig, ...]}`.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelFile {
-    /// Every channel this node serves.
-    pub channels: Vec<ChannelConfig>,
-}
-
 /// The four channels the legacy front end receives without subscribing.
 pub fn defaults() -> Vec<ChannelConfig> {
-    let channel = |name: &str, access, kind: &str, history| ChannelConfig {
-        auto_subscribe: true,
-        allowed_types: vec![kind.to_owned()],
-        history,
-        ..ChannelConfig::new(name, access)
-    };
-    vec![
-        channel("notifications", Access::User, "notification", true),
-        channel("alerts", Access::Authenticated, "alert", true),
-        channel("orders", Access::User, "order_update", true),
-        channel("materials", Access::Authenticated, "material_update", false),
-    ]
+    herald_contract::channels::legacy_defaults()
 }
 
 /// An immutable set of channels; swapped whole on reload.
@@ -236,7 +118,7 @@ impl ChannelSet {
     pub fn new(channels: Vec<ChannelConfig>) -> Result<Self, ChannelError> {
         let mut by_name = HashMap::with_capacity(channels.len());
         for channel in channels {
-            channel.validate()?;
+            validate(&channel)?;
             let name = ChannelName::from(channel.name.as_str());
             if by_name.insert(name, Arc::new(channel)).is_some() {
                 return Err(ChannelError::Invalid("duplicate channel name".into()));
@@ -422,88 +304,5 @@ mod tests {
         // A bad file leaves the last good channels in force.
         assert!(registry.snapshot().get("news").is_some());
         std::fs::remove_dir_all(dir).unwrap();
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    use proptest::collection::vec;
-    use proptest::prelude::*;
-    use serde_json::{json, Value};
-
-    use super::*;
-    use crate::arbitrary::text;
-
-    fn channel() -> impl Strategy<Value = ChannelConfig> {
-        (
-            "[A-Za-z0-9_.:@-]{1,128}",
-            prop_oneof![
-                Just(Access::Public),
-                Just(Access::Authenticated),
-                Just(Access::User),
-                Just(Access::Roles)
-            ],
-            vec(text(), 0..3),
-            vec(text(), 0..3),
-            any::<(bool, bool, bool, u32, u64)>(),
-            // Rates in thousandths: serde_json (without `float_roundtrip`) may read a
-            // float with 17 significant digits back one ULP off.
-            proptest::option::of((0u32..1_000_000_000, any::<u32>())),
-        )
-            .prop_map(
-                |(name, access, roles, allowed_types, flags, rate)| ChannelConfig {
-                    name,
-                    access,
-                    roles,
-                    auto_subscribe: flags.0,
-                    allowed_types,
-                    history: flags.1,
-                    capacity: flags.3,
-                    expiry_secs: flags.4,
-                    ack_required: flags.2,
-                    publish_rate: rate.map(|(milli, burst)| RateLimit {
-                        per_second: f64::from(milli) / 1000.0,
-                        burst,
-                    }),
-                },
-            )
-    }
-
-    proptest! {
-        /// The operator renders the file with `json!` and `to_string_pretty`
-        /// (`operator/src/resources.rs`); the node reads back exactly those settings,
-        /// whatever role names and message types hold.
-        #[test]
-        fn the_channel_file_the_operator_writes_reads_back_the_same(
-            channels in vec(channel(), 0..4),
-        ) {
-            let rendered: Vec<Value> = channels
-                .iter()
-                .map(|c| {
-                    let mut entry = json!({
-                        "name": c.name, "access": c.access, "roles": c.roles,
-                        "auto_subscribe": c.auto_subscribe, "allowed_types": c.allowed_types,
-                        "history": c.history, "capacity": c.capacity,
-                        "expiry_secs": c.expiry_secs, "ack_required": c.ack_required,
-                    });
-                    if let Some(rate) = c.publish_rate {
-                        entry["publish_rate"] =
-                            json!({"per_second": rate.per_second, "burst": rate.burst});
-                    }
-                    entry
-                })
-                .collect();
-            let text = serde_json::to_string_pretty(&json!({ "channels": rendered })).unwrap();
-            let file: ChannelFile = serde_json::from_str(&text).unwrap();
-            prop_assert_eq!(&file.channels, &channels);
-            for c in &file.channels {
-                for kind in &c.allowed_types {
-                    prop_assert!(c.allows_type(kind));
-                }
-            }
-            let again: ChannelFile =
-                serde_json::from_str(&serde_json::to_string(&file).unwrap()).unwrap();
-            prop_assert_eq!(again.channels, channels);
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! Node configuration: command-line flags with `HERALD_*` environment fallbacks.
+//! Node configuration: command-line flags with `HERALD_*` environment fallbacks
+//! (the names are in `herald_contract::settings`, which the operator renders).
 //!
 //! Secrets may come from files (`*_FILE`), as Kubernetes mounts them. Without a token
 //! key and an API key the node refuses to start, unless `--dev` asks it to generate
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use herald_contract::settings;
 
 use crate::auth::AuthSettings;
 
@@ -17,168 +19,168 @@ use crate::auth::AuthSettings;
 #[command(name = "herald-node", version, about = "Herald WebSocket push node")]
 pub struct Args {
     /// Address to listen on (WebSockets, publish API, health and metrics).
-    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = settings::LISTEN, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Path of the WebSocket endpoint.
-    #[arg(long, env = "HERALD_WS_PATH", default_value = "/ws/notifications/")]
+    #[arg(long, env = settings::WS_PATH, default_value = "/ws/notifications/")]
     pub ws_path: String,
 
     /// Development mode: generate a JWT secret and API key, print a user token and a
     /// publish example, and serve a demo page at `/`.
-    #[arg(long, env = "HERALD_DEV")]
+    #[arg(long, env = settings::DEV)]
     pub dev: bool,
 
     /// HS256 secret for client tokens.
-    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    #[arg(long, env = settings::JWT_SECRET, hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
     /// File holding the HS256 secret.
-    #[arg(long, env = "HERALD_JWT_SECRET_FILE")]
+    #[arg(long, env = settings::JWT_SECRET_FILE)]
     pub jwt_secret_file: Option<PathBuf>,
 
     /// PEM public key files for RS256/ES256 tokens (comma separated).
-    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
+    #[arg(long, env = settings::JWT_PUBLIC_KEY_FILE, value_delimiter = ',')]
     pub jwt_public_key_file: Vec<PathBuf>,
 
     /// Accepted token issuers (comma separated; any when unset).
-    #[arg(long, env = "HERALD_JWT_ISSUER", value_delimiter = ',')]
+    #[arg(long, env = settings::JWT_ISSUER, value_delimiter = ',')]
     pub jwt_issuer: Vec<String>,
 
     /// Accepted token audiences (comma separated; not checked when unset).
-    #[arg(long, env = "HERALD_JWT_AUDIENCE", value_delimiter = ',')]
+    #[arg(long, env = settings::JWT_AUDIENCE, value_delimiter = ',')]
     pub jwt_audience: Vec<String>,
 
     /// Clock skew tolerated on `exp`/`nbf`.
-    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = settings::JWT_LEEWAY, default_value = "10s", value_parser = humantime::parse_duration)]
     pub jwt_leeway: Duration,
 
     /// Claim holding the user id (falls back to `sub`).
-    #[arg(long, env = "HERALD_USER_CLAIM", default_value = "user_id")]
+    #[arg(long, env = settings::USER_CLAIM, default_value = "user_id")]
     pub user_claim: String,
 
     /// Claim holding the user's roles.
-    #[arg(long, env = "HERALD_ROLE_CLAIM", default_value = "roles")]
+    #[arg(long, env = settings::ROLE_CLAIM, default_value = "roles")]
     pub role_claim: String,
 
     /// Accept connections without a token (they may use public channels only).
-    #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
+    #[arg(long, env = settings::ALLOW_ANONYMOUS)]
     pub allow_anonymous: bool,
 
     /// API key backends use to publish and to read admin endpoints.
-    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    #[arg(long, env = settings::API_KEY, hide_env_values = true)]
     pub api_key: Option<String>,
 
     /// File holding the API key.
-    #[arg(long, env = "HERALD_API_KEY_FILE")]
+    #[arg(long, env = settings::API_KEY_FILE)]
     pub api_key_file: Option<PathBuf>,
 
     /// Redis URL (`redis://` or `redis-cluster://`); the embedded broker when unset.
-    #[arg(long, env = "HERALD_REDIS_URL")]
+    #[arg(long, env = settings::REDIS_URL)]
     pub redis_url: Option<String>,
 
     /// Replicas a history write must reach before a publish is acknowledged
     /// (`WAIT`); defaults to 1 for `redis-cluster://` URLs and 0 otherwise.
-    #[arg(long, env = "HERALD_REDIS_MIN_REPLICAS")]
+    #[arg(long, env = settings::REDIS_MIN_REPLICAS)]
     pub redis_min_replicas: Option<u32>,
 
     /// Address other components use to reach this node (defaults to the bound
     /// address; set it to the pod IP in Kubernetes).
-    #[arg(long, env = "HERALD_ADVERTISE_ADDR")]
+    #[arg(long, env = settings::ADVERTISE_ADDR)]
     pub advertise_addr: Option<String>,
 
     /// How often the node heartbeats its presence into Redis (records expire after
     /// three intervals).
-    #[arg(long, env = "HERALD_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = settings::HEARTBEAT_INTERVAL, default_value = "5s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
 
     /// Messages the Redis subscriber buffers before it counts as lagging.
-    #[arg(long, env = "HERALD_REDIS_BUFFER", default_value_t = 65_536)]
+    #[arg(long, env = settings::REDIS_BUFFER, default_value_t = 65_536)]
     pub redis_buffer: usize,
 
     /// JSON channel file (`{"channels":[...]}`); the four default channels when unset.
-    #[arg(long, env = "HERALD_CHANNELS")]
+    #[arg(long, env = settings::CHANNELS)]
     pub channels: Option<PathBuf>,
 
     /// How often the channel file is checked for changes.
-    #[arg(long, env = "HERALD_CHANNELS_RELOAD", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = settings::CHANNELS_RELOAD, default_value = "2s", value_parser = humantime::parse_duration)]
     pub channels_reload: Duration,
 
     /// Identifier of this node (defaults to the host name).
-    #[arg(long, env = "HERALD_NODE_ID")]
+    #[arg(long, env = settings::NODE_ID)]
     pub node_id: Option<String>,
 
     /// Most open WebSocket connections on this node.
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 19_000)]
+    #[arg(long, env = settings::MAX_CONNECTIONS, default_value_t = 19_000)]
     pub max_connections: usize,
 
     /// Most open connections per user (0 = unlimited).
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    #[arg(long, env = settings::MAX_CONNECTIONS_PER_USER, default_value_t = 16)]
     pub max_connections_per_user: usize,
 
     /// Most channel subscriptions per connection.
-    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 64)]
+    #[arg(long, env = settings::MAX_SUBSCRIPTIONS, default_value_t = 64)]
     pub max_subscriptions: usize,
 
     /// Largest client WebSocket message in bytes.
-    #[arg(long, env = "HERALD_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = settings::MAX_MESSAGE_BYTES, default_value_t = 16 * 1024)]
     pub max_message_bytes: usize,
 
     /// Largest publish API body in bytes.
-    #[arg(long, env = "HERALD_MAX_PUBLISH_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = settings::MAX_PUBLISH_BYTES, default_value_t = 1024 * 1024)]
     pub max_publish_bytes: usize,
 
     /// Most messages in one publish batch (a JSON array body).
-    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 1000)]
+    #[arg(long, env = settings::MAX_BATCH, default_value_t = 1000)]
     pub max_batch: usize,
 
     /// Most recipients (`users`) of one published message.
-    #[arg(long, env = "HERALD_MAX_USERS_PER_MESSAGE", default_value_t = 1000)]
+    #[arg(long, env = settings::MAX_USERS_PER_MESSAGE, default_value_t = 1000)]
     pub max_users_per_message: usize,
 
     /// Deepest nesting of arrays and objects in a published message's `data`.
-    #[arg(long, env = "HERALD_MAX_DATA_DEPTH", default_value_t = 64)]
+    #[arg(long, env = settings::MAX_DATA_DEPTH, default_value_t = 64)]
     pub max_data_depth: usize,
 
     /// Sustained client messages per second per connection.
-    #[arg(long, env = "HERALD_INBOUND_RATE", default_value_t = 10.0)]
+    #[arg(long, env = settings::INBOUND_RATE, default_value_t = 10.0)]
     pub inbound_rate: f64,
 
     /// Client messages allowed in a burst per connection.
-    #[arg(long, env = "HERALD_INBOUND_BURST", default_value_t = 20)]
+    #[arg(long, env = settings::INBOUND_BURST, default_value_t = 20)]
     pub inbound_burst: u32,
 
     /// Frames queued per connection before it counts as a slow consumer.
-    #[arg(long, env = "HERALD_OUTBOUND_QUEUE", default_value_t = 1024)]
+    #[arg(long, env = settings::OUTBOUND_QUEUE, default_value_t = 1024)]
     pub outbound_queue: usize,
 
     /// Time allowed to send the HTTP request head (the handshake).
-    #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = settings::HANDSHAKE_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
     /// Interval of WebSocket pings to clients; a client silent for two intervals is
     /// disconnected.
-    #[arg(long, env = "HERALD_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = settings::PING_INTERVAL, default_value = "25s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
 
     /// Time allowed for a write to a client socket before it is dropped.
-    #[arg(long, env = "HERALD_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = settings::WRITE_TIMEOUT, default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
 
     /// On SIGTERM, client closes (1012) are spread over this window.
-    #[arg(long, env = "HERALD_DRAIN_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = settings::DRAIN_WINDOW, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_window: Duration,
 
     /// OTLP/HTTP endpoint for traces (e.g. http://127.0.0.1:4318); off when unset.
-    #[arg(long, env = "HERALD_OTLP_ENDPOINT")]
+    #[arg(long, env = settings::OTLP_ENDPOINT)]
     pub otlp_endpoint: Option<String>,
 
     /// Fraction of publishes traced when OTLP export is on.
-    #[arg(long, env = "HERALD_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    #[arg(long, env = settings::TRACE_SAMPLE_RATIO, default_value_t = 1.0)]
     pub trace_sample_ratio: f64,
 
     /// Log format: `text` or `json`.
-    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "text")]
+    #[arg(long, env = settings::LOG_FORMAT, default_value = "text")]
     pub log_format: String,
 }
 
@@ -335,6 +337,25 @@ mod tests {
         assert_eq!(secrets.auth.secret.as_deref(), Some("s"));
         assert_eq!(secrets.auth.user_claim, "user_id");
         assert!(args.validate().is_ok());
+    }
+
+    #[test]
+    fn every_flag_reads_a_setting_of_the_contract_and_every_setting_is_read() {
+        use clap::CommandFactory;
+        let mut read: Vec<String> = Args::command()
+            .get_arguments()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .map(|arg| {
+                let env = arg
+                    .get_env()
+                    .unwrap_or_else(|| panic!("--{} has no env", arg.get_id()));
+                env.to_str().unwrap().to_owned()
+            })
+            .collect();
+        read.sort();
+        let mut contract: Vec<String> = settings::ALL.iter().map(|s| s.to_string()).collect();
+        contract.sort();
+        assert_eq!(read, contract);
     }
 
     #[test]

@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::broker::offset::Offset;
-use crate::broker::{Message, Target};
+use crate::message::{DeliverySink, Message, Offset, Target};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
 use crate::telemetry::TRACE_TARGET;
@@ -48,11 +47,11 @@ impl Delivery {
                 &message.data,
                 &message.channel,
                 &message.id,
-                message.offset.as_deref(),
+                message.offset,
             ),
             accepted_at_micros: message.accepted_at_micros,
             channel: message.channel.clone(),
-            offset: message.offset.as_deref().and_then(Offset::parse),
+            offset: message.offset,
         }
     }
 }
@@ -399,6 +398,12 @@ impl Hub {
     }
 }
 
+impl DeliverySink for Hub {
+    fn deliver(&self, message: &Message) -> usize {
+        Hub::deliver(self, message)
+    }
+}
+
 #[derive(Default)]
 struct Fanout {
     queued: usize,
@@ -432,16 +437,10 @@ fn remove_subscriber(
     }
 }
 
-/// Microseconds since the Unix epoch.
-pub fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::unix_micros;
     use serde_json::value::RawValue;
 
     fn hub(queue: usize, per_user: usize) -> Hub {

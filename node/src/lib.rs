@@ -1,30 +1,37 @@
 //! Herald node: serves browser WebSocket connections and the publish API.
 //!
 //! Data flows one way: [`server`] accepts connections, each WebSocket becomes a
-//! [`session`], sessions register their subscriptions with the [`hub`], and the
-//! publish [`api`] hands messages to the [`broker`], which stores and spreads them
-//! across nodes and back into every node's hub.
+//! [`session`] whose [`connection::Membership`] holds its subscriptions with the
+//! [`hub`] and the [`broker`], and the publish [`api`] hands [`message`]s to the
+//! broker, which stores and spreads them across nodes and back into every node's
+//! hub through a [`message::DeliverySink`].
 
 pub mod api;
 #[cfg(test)]
-mod arbitrary;
+use herald_contract::arbitrary;
 pub mod auth;
+pub mod background;
 pub mod broker;
 pub mod capped;
 pub mod channels;
 pub mod config;
+pub mod connection;
 pub mod dev;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;
 pub mod jsondepth;
+pub mod message;
 pub mod metrics;
 pub mod node;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
+pub mod routes;
 pub mod server;
 pub mod session;
+#[cfg(test)]
+mod testing;
 /// Logs and traces, shared with the operator (the `herald-telemetry` crate).
 pub use herald_telemetry as telemetry;
 

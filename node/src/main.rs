@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use herald_node::auth::Authenticator;
+use herald_node::background::Background;
 use herald_node::broker::memory::MemoryBroker;
 use herald_node::broker::redis::{RedisBroker, RedisSettings};
 use herald_node::broker::Broker;
@@ -20,6 +21,7 @@ use herald_node::presence::{self, Presence};
 use herald_node::{server, telemetry};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     match start() {
@@ -80,6 +82,7 @@ async fn run(
         .advertise_addr
         .clone()
         .unwrap_or_else(|| addr.to_string());
+    let background = Background::new();
     let (broker, presence): (Arc<dyn Broker>, Option<Arc<Presence>>) = match &args.redis_url {
         None => (Arc::new(MemoryBroker::new()), None),
         Some(url) => {
@@ -91,10 +94,15 @@ async fn run(
                     .unwrap_or(u32::from(url.starts_with("redis-cluster://"))),
                 buffer: args.redis_buffer,
             };
-            let broker =
-                RedisBroker::connect(settings, hub.clone(), channels.clone(), metrics.clone())
-                    .await
-                    .context("connecting to Redis")?;
+            let broker = RedisBroker::connect(
+                settings,
+                hub.clone(),
+                channels.clone(),
+                metrics.clone(),
+                &background,
+            )
+            .await
+            .context("connecting to Redis")?;
             let presence = Presence::new(
                 broker.client(),
                 &node_id,
@@ -120,24 +128,50 @@ async fn run(
     if let Some(dev_secrets) = &dev_secrets {
         println!("{}", dev::banner(dev_secrets, addr, &node.config.ws_path));
     }
-    tokio::spawn(watch_channels(node.clone()));
+    background.spawn(
+        "channel reload",
+        watch_channels(node.clone(), background.token()),
+    );
     if let Some(presence) = &node.presence {
-        tokio::spawn(presence::run(
-            presence.clone(),
-            node.clone(),
-            node.config.heartbeat_interval,
-        ));
+        let draining = {
+            let node = node.clone();
+            move || node.is_draining()
+        };
+        background.spawn(
+            "presence heartbeat",
+            presence::run(
+                presence.clone(),
+                node.hub.clone(),
+                draining,
+                node.config.heartbeat_interval,
+                background.token(),
+            ),
+        );
     }
+    let stop_http = CancellationToken::new();
+    let server = tokio::spawn(server::serve(node.clone(), listener, stop_http.clone()));
 
-    let server = tokio::spawn(server::serve(node.clone(), listener));
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
         _ = interrupt.recv() => tracing::info!("SIGINT received"),
     }
+    shutdown(&node, &background, stop_http, server).await;
+    Ok(())
+}
 
-    // Not ready and refusing new WebSockets; move clients elsewhere over the window.
+/// Stops the node in order: WebSocket clients leave over the drain window while the
+/// API keeps serving; then the HTTP server closes; then background tasks (channel
+/// reloads, presence heartbeats, the Redis broker's loops) stop and are waited for;
+/// last, the presence records go, so no heartbeat can write them back.
+async fn shutdown(
+    node: &Node,
+    background: &Background,
+    stop_http: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+) {
+    // 1. Not ready and refusing new WebSockets; move clients elsewhere over the window.
     node.start_draining();
     let window = node.config.drain_window;
     tracing::info!(
@@ -150,14 +184,26 @@ async fn run(
     while node.hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::info!(left = node.hub.connection_count(), "drained, exiting");
+    tracing::info!(left = node.hub.connection_count(), "drained");
+    // 2. No more HTTP: requests in flight finish, then connections close.
+    stop_http.cancel();
+    match tokio::time::timeout(Duration::from_secs(2), server).await {
+        Ok(_) => tracing::info!("HTTP server stopped"),
+        Err(_) => tracing::warn!("HTTP requests still running after 2s; leaving them"),
+    }
+    // 3. Background tasks finish their current step and return.
+    if background.stop(Duration::from_secs(5)).await {
+        tracing::info!("background tasks stopped");
+    } else {
+        tracing::warn!("background tasks still running after 5s; leaving them");
+    }
+    // 4. Nothing writes presence any more: remove it.
     if let Some(presence) = &node.presence {
         if let Err(e) = presence.leave().await {
             tracing::warn!(error = %e, "could not remove presence records");
         }
     }
-    server.abort();
-    Ok(())
+    tracing::info!("herald-node stopped");
 }
 
 /// Binds with a deep accept backlog: connection storms (a node restart moving
@@ -173,14 +219,13 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// Applies channel file changes while the node runs.
-async fn watch_channels(node: Arc<Node>) {
+/// Applies channel file changes until `stop` is cancelled.
+async fn watch_channels(node: Arc<Node>, stop: CancellationToken) {
     let Some(path) = node.channels.source().map(|p| p.to_path_buf()) else {
         return;
     };
     let mut tick = tokio::time::interval(node.config.channels_reload);
-    loop {
-        tick.tick().await;
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
         match node.channels.reload() {
             Ok(true) => tracing::info!(path = %path.display(), "channels reloaded"),
             Ok(false) => {}

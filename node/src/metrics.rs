@@ -36,6 +36,10 @@ impl DropReason {
     }
 }
 
+/// Every `reason` label of `herald_decode_failures_total` (what
+/// `broker::wire::DecodeError::reason` returns), so the series exist at zero.
+pub const DECODE_FAILURE_REASONS: [&str; 4] = ["no_offset", "incomplete_entry", "syntax", "data"];
+
 /// Where a message that could not be decoded came from.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum DecodeSource {
@@ -195,7 +199,7 @@ impl Metrics {
             decode_failures,
             delivery_latency,
         };
-        metrics.init_decode_failures(&crate::broker::wire::DecodeError::REASONS);
+        metrics.init_decode_failures(&DECODE_FAILURE_REASONS);
         metrics
     }
 

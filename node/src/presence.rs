@@ -14,12 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
+use herald_contract::keys::{self, NODES as NODES_KEY};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{Hub, SessionId, SessionInfo};
-
-const NODES_KEY: &str = "herald:nodes";
 
 /// Adds (or removes) one connection of a user for this node incarnation and returns
 /// every incarnation's count for that user.
@@ -42,23 +41,7 @@ pub enum PresenceError {
 }
 
 /// A node's heartbeat as stored in Redis and served by `GET /api/v1/nodes`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeRecord {
-    /// Node id (the pod name in Kubernetes).
-    pub id: String,
-    /// Unique per process start.
-    pub incarnation: String,
-    /// Address it listens on.
-    pub address: String,
-    /// Open WebSocket connections.
-    pub connections: usize,
-    /// Whether it is draining.
-    pub draining: bool,
-    /// Start time, RFC 3339.
-    pub started_at: String,
-    /// Heartbeat time, Unix milliseconds.
-    pub heartbeat_ms: u64,
-}
+pub use herald_contract::heartbeat::NodeRecord;
 
 /// A session as stored in Redis.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -95,15 +78,15 @@ fn now_ms() -> u64 {
 }
 
 fn node_key(id: &str) -> String {
-    format!("herald:node:{id}")
+    keys::node(id)
 }
 
 fn sessions_key(id: &str) -> String {
-    format!("herald:{{node:{id}}}:sessions")
+    keys::node_sessions(id)
 }
 
 fn user_key(user: &str) -> String {
-    format!("herald:{{user:{user}}}:connections")
+    keys::user_connections(user)
 }
 
 impl Presence {
@@ -298,13 +281,21 @@ impl Presence {
     }
 }
 
-/// Heartbeats until the task is dropped.
-pub async fn run(presence: Arc<Presence>, node: Arc<crate::node::Node>, every: Duration) {
+/// Heartbeats `hub`'s connections until `stop` is cancelled; `draining` tells
+/// whether the node is shutting down.
+pub async fn run(
+    presence: Arc<Presence>,
+    hub: Arc<Hub>,
+    draining: impl Fn() -> bool + Send + 'static,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     let mut failing = false;
-    loop {
-        tick.tick().await;
-        match presence.heartbeat(&node.hub, node.is_draining()).await {
+    // A heartbeat once started is finished: stopping between beats means no write
+    // lands after `leave`.
+    while stop.run_until_cancelled(tick.tick()).await.is_some() {
+        match presence.heartbeat(&hub, draining()).await {
             Ok(()) if failing => {
                 failing = false;
                 presence.resync();

@@ -13,6 +13,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::message::Offset;
+
 /// A message a client sent, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
@@ -257,7 +259,7 @@ struct Envelope<'a> {
     channel: &'a str,
     id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<&'a str>,
+    offset: Option<Offset>,
 }
 
 /// Serializes a channel message once; the bytes are then shared by every recipient.
@@ -266,7 +268,7 @@ pub fn envelope(
     data: &RawValue,
     channel: &str,
     id: &str,
-    offset: Option<&str>,
+    offset: Option<Offset>,
 ) -> Utf8Bytes {
     let text = serde_json::to_string(&Envelope {
         kind,
@@ -483,17 +485,19 @@ mod properties {
         #[test]
         fn envelopes_are_json_carrying_the_same_strings(
             kind in text(), channel in text(), id in text(),
-            offset in proptest::option::of(text()), inner in text(),
+            offset in proptest::option::of(any::<(u64, u64)>()), inner in text(),
         ) {
             let data = json!({"title": inner});
             let raw = RawValue::from_string(data.to_string()).unwrap();
-            let frame = envelope(&kind, &raw, &channel, &id, offset.as_deref());
+            let offset = offset.map(|(ms, seq)| Offset { ms, seq });
+            let frame = envelope(&kind, &raw, &channel, &id, offset);
             let v: Value = serde_json::from_str(frame.as_str()).unwrap();
             prop_assert_eq!(&v["type"], &json!(kind));
             prop_assert_eq!(&v["data"], &data);
             prop_assert_eq!(&v["channel"], &json!(channel));
             prop_assert_eq!(&v["id"], &json!(id));
-            prop_assert_eq!(v.get("offset").and_then(Value::as_str), offset.as_deref());
+            let text = offset.map(|o| o.to_string());
+            prop_assert_eq!(v.get("offset").and_then(Value::as_str), text.as_deref());
         }
     }
 }

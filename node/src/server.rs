@@ -2,32 +2,36 @@
 //! WebSocket endpoint into sessions.
 //!
 //! Authentication happens before the upgrade, so a bad token gets a plain HTTP 401
-//! with a JSON reason and never costs a WebSocket. Health, readiness and metrics
-//! are served on the same port.
+//! with a JSON reason and never costs a WebSocket. Every other path (publish, admin,
+//! health, readiness, metrics) goes to the API router in [`crate::routes`] on the same
+//! port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
 use tracing::Instrument;
 
-use crate::api::{self, error_response, json_response, Body, Query};
+use crate::api::{self, error_response, Body, Query};
 use crate::auth::{AuthError, Identity};
-use crate::dev;
+use crate::connection::Membership;
 use crate::node::Node;
-use crate::session::{self, Session};
-use crate::telemetry::{propagation, TRACE_TARGET};
+use crate::routes;
+use crate::session::Session;
 
 /// Small buffers keep idle connections cheap: client messages (ping, subscribe, ack) are
 /// small, and larger ones up to the message limit are read in several chunks. The read
@@ -36,14 +40,27 @@ use crate::telemetry::{propagation, TRACE_TARGET};
 const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 8 * 1024;
 
-/// Accepts connections until the task is dropped. While the node drains, the
-/// listener stays open so probes, metrics and publishes keep working; only new
-/// WebSocket upgrades are refused.
-pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+/// Accepts connections until `stop` is cancelled, then lets open HTTP connections
+/// finish their current request and returns once they have closed. While the node
+/// drains, the listener stays open so probes, metrics and publishes keep working; only
+/// new WebSocket upgrades are refused (upgraded sessions are the hub's to drain).
+pub async fn serve(node: Arc<Node>, listener: TcpListener, stop: CancellationToken) {
+    let router = routes::router(node.clone());
+    let connections = TaskTracker::new();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(node.clone(), stream, peer));
+                connections.spawn(serve_connection(
+                    node.clone(),
+                    router.clone(),
+                    stream,
+                    peer,
+                    stop.clone(),
+                ));
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning; never crash.
@@ -53,164 +70,56 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
             }
         }
     }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }
 
-async fn serve_connection(node: Arc<Node>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(
+    node: Arc<Node>,
+    router: Router,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let handshake_timeout = node.config.handshake_timeout;
-    let service = service_fn(move |req| {
-        let node = node.clone();
-        async move { Ok::<_, Infallible>(route(node, req, peer).await) }
-    });
-    let result = hyper::server::conn::http1::Builder::new()
+    let service = service_fn(move |req| dispatch(node.clone(), router.clone(), req, peer));
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
         .max_buf_size(64 * 1024)
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            // Finish the request in flight, then close; idle connections close at once.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
     }
 }
 
-async fn route(node: Arc<Node>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// The WebSocket path goes to the hand-tuned upgrade below; everything else to the
+/// API router.
+async fn dispatch(
+    node: Arc<Node>,
+    mut router: Router,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Either<Body, axum::body::Body>>, Infallible> {
     let path = req.uri().path();
     let ws_path = node.config.ws_path.as_str();
     if path == ws_path || path == ws_path.trim_end_matches('/') {
-        return upgrade(node, req, peer).await;
+        return Ok(upgrade(node, req, peer).await.map(Either::Left));
     }
-    match (req.method(), path) {
-        (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::GET, "/readyz") => readiness(&node),
-        (&Method::GET, "/metrics") => Response::builder()
-            .header(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(node.metrics.render())))
-            .expect("valid response"),
-        (&Method::GET, "/") if node.config.dev => dev::demo_page(&node),
-        (&Method::GET, "/") => json_response(
-            StatusCode::OK,
-            &json!({"service": "herald-node", "node": node.id, "websocket": ws_path}),
-        ),
-        (&Method::POST, "/api/v1/publish") => publish(node, req).await,
-        (&Method::GET, "/api/v1/channels") => {
-            if !api::authorized(&node, req.headers()) {
-                return api::unauthorized();
-            }
-            api::list_channels(&node)
-        }
-        (
-            &Method::GET,
-            "/api/developer/websocket-sessions/" | "/api/developer/websocket-sessions",
-        ) => {
-            if !api::authorized(&node, req.headers()) {
-                return api::unauthorized();
-            }
-            api::list_sessions(&node, req.uri().query()).await
-        }
-        (
-            &Method::GET,
-            "/api/developer/websocket-messages/" | "/api/developer/websocket-messages",
-        ) => {
-            if !api::authorized(&node, req.headers()) {
-                return api::unauthorized();
-            }
-            api::list_messages(&node, req.uri().query()).await
-        }
-        (&Method::GET, "/api/v1/nodes") => {
-            if !api::authorized(&node, req.headers()) {
-                return api::unauthorized();
-            }
-            api::list_nodes(&node).await
-        }
-        (_, "/api/v1/publish" | "/api/v1/channels" | "/healthz" | "/readyz" | "/metrics") => {
-            error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this path",
-            )
-        }
-        _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-    }
-}
-
-/// `POST /api/v1/publish`, as the server span of its trace: it continues the
-/// backend's trace when the request carries a W3C `traceparent` header.
-async fn publish(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
-    let span = tracing::info_span!(
-        target: TRACE_TARGET,
-        "POST /api/v1/publish",
-        otel.kind = "server",
-        http.request.method = "POST",
-        http.route = "/api/v1/publish",
-        http.response.status_code = tracing::field::Empty,
-    );
-    if !span.is_disabled() {
-        if let Some(traceparent) = header_str(req.headers(), "traceparent") {
-            let tracestate = header_str(req.headers(), "tracestate");
-            propagation::set_remote_parent(&span, traceparent, tracestate);
-        }
-    }
-    let response = async {
-        if !api::authorized(&node, req.headers()) {
-            return api::unauthorized();
-        }
-        match read_body(req, node.config.max_publish_bytes).await {
-            Ok(body) => api::publish(&node, &body).await,
-            Err(response) => response,
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    span.record("http.response.status_code", response.status().as_u16());
-    response
-}
-
-fn header_str<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn readiness(node: &Node) -> Response<Body> {
-    let broker = node.broker.health();
-    let ready = broker.healthy && !node.is_draining();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_response(
-        status,
-        &json!({
-            "ready": ready,
-            "draining": node.is_draining(),
-            "broker": {"kind": node.broker.name(), "healthy": broker.healthy, "detail": broker.detail},
-            "connections": node.hub.connection_count(),
-        }),
-    )
-}
-
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                &format!("request body exceeds {limit} bytes"),
-            ))
-        }
-        Err(e) => Err(error_response(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!("could not read request body: {e}"),
-        )),
-    }
+    std::future::poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut router, cx)).await?;
+    Ok(router.call(req).await?.map(Either::Right))
 }
 
 async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -274,20 +183,22 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
             return error_response(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
         }
     };
-    let registration = match node.hub.connect(identity.user.clone()) {
-        Ok(registration) => registration,
-        Err(e) => {
-            node.metrics.reject("user_connection_limit");
-            return error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                &e.to_string(),
-            );
-        }
-    };
+    // Owns the hub registration, broker interest and user count from here on: every
+    // early return below releases them by dropping it.
+    let (mut membership, registration) =
+        match Membership::register(node.clone(), identity.user.clone()) {
+            Ok(registered) => registered,
+            Err(e) => {
+                node.metrics.reject("user_connection_limit");
+                return error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections",
+                    &e.to_string(),
+                );
+            }
+        };
     if let Some(user) = identity.user.as_deref() {
-        if !node.admit_user(user).await {
-            node.hub.disconnect(registration.id);
+        if !membership.admit().await {
             node.metrics.reject("user_connection_limit");
             return error_response(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -299,21 +210,14 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
             );
         }
     }
-    let held = match session::join_auto_channels(&node, &identity, registration.id).await {
-        Ok(held) => held,
-        Err(e) => {
-            if let Some(user) = identity.user.as_deref() {
-                node.release_user(user);
-            }
-            node.hub.disconnect(registration.id);
-            node.metrics.reject("broker_unavailable");
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker_unavailable",
-                &e.to_string(),
-            );
-        }
-    };
+    if let Err(e) = membership.join_auto_channels(&identity).await {
+        node.metrics.reject("broker_unavailable");
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            &e.to_string(),
+        );
+    }
     let span = tracing::info_span!(
         "connection",
         id = registration.id,
@@ -341,20 +245,14 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
                     )
                     .await;
                     tracing::debug!("connected");
-                    Session::new(node, ws, identity, registration, held)
+                    Session::new(node, ws, identity, registration, membership)
                         .run()
                         .await;
                     tracing::debug!("disconnected");
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade failed");
-                    if let Some(user) = identity.user.as_deref() {
-                        node.release_user(user);
-                    }
-                    node.hub.disconnect(registration.id);
-                    for (_, topic) in held {
-                        node.broker.unsubscribe(topic);
-                    }
+                    drop(membership);
                 }
             }
         }

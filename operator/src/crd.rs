@@ -329,11 +329,11 @@ pub struct ChannelDefaults {
 }
 
 fn default_capacity() -> u32 {
-    100
+    herald_contract::channels::DEFAULT_CAPACITY
 }
 
 fn default_expiry() -> u64 {
-    3600
+    herald_contract::channels::DEFAULT_EXPIRY_SECS
 }
 
 impl Default for ChannelDefaults {
@@ -417,6 +417,17 @@ pub enum Access {
     Roles,
 }
 
+impl From<Access> for herald_contract::Access {
+    fn from(access: Access) -> Self {
+        match access {
+            Access::Public => Self::Public,
+            Access::Authenticated => Self::Authenticated,
+            Access::User => Self::User,
+            Access::Roles => Self::Roles,
+        }
+    }
+}
+
 /// A channel served by a PushCluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -453,7 +464,7 @@ pub struct ChannelSpec {
     /// Channel name clients subscribe to; defaults to metadata.name. May use names
     /// Kubernetes forbids, such as underscores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:@-]{1,128}$"))]
+    #[schemars(regex(pattern = herald_contract::channel_name::PATTERN))]
     pub name: Option<String>,
     /// Who may subscribe and who receives messages.
     pub access: Access,

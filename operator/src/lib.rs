@@ -7,6 +7,7 @@
 pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod resources;

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use herald_contract::channels::{legacy_defaults, ChannelConfig, ChannelFile, RateLimit};
+use herald_contract::settings;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -22,9 +24,8 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-use serde_json::{json, Value};
 
-use crate::crd::{Access, Channel, PushCluster, SecretKey};
+use crate::crd::{Channel, PushCluster, SecretKey};
 
 /// Port the node listens on inside the pod.
 pub const NODE_PORT: i32 = 8080;
@@ -111,50 +112,50 @@ pub fn node_settings(cluster: &PushCluster) -> BTreeMap<String, String> {
     let mut set = |k: &str, v: String| {
         env.insert(k.to_owned(), v);
     };
-    set("HERALD_LISTEN", format!("0.0.0.0:{NODE_PORT}"));
-    set("HERALD_CHANNELS", CHANNELS_PATH.into());
-    set("HERALD_LOG_FORMAT", "json".into());
-    set("HERALD_USER_CLAIM", spec.auth.user_claim.clone());
-    set("HERALD_ROLE_CLAIM", spec.auth.role_claim.clone());
+    set(settings::LISTEN, format!("0.0.0.0:{NODE_PORT}"));
+    set(settings::CHANNELS, CHANNELS_PATH.into());
+    set(settings::LOG_FORMAT, "json".into());
+    set(settings::USER_CLAIM, spec.auth.user_claim.clone());
+    set(settings::ROLE_CLAIM, spec.auth.role_claim.clone());
     if let Some(issuer) = &spec.auth.issuer {
-        set("HERALD_JWT_ISSUER", issuer.clone());
+        set(settings::JWT_ISSUER, issuer.clone());
     }
     if let Some(audience) = &spec.auth.audience {
-        set("HERALD_JWT_AUDIENCE", audience.clone());
+        set(settings::JWT_AUDIENCE, audience.clone());
     }
     set(
-        "HERALD_INBOUND_RATE",
+        settings::INBOUND_RATE,
         spec.limits.inbound_per_second.to_string(),
     );
     set(
-        "HERALD_INBOUND_BURST",
+        settings::INBOUND_BURST,
         spec.limits.inbound_burst.to_string(),
     );
     set(
-        "HERALD_MAX_CONNECTIONS_PER_USER",
+        settings::MAX_CONNECTIONS_PER_USER,
         spec.limits.max_connections_per_user.to_string(),
     );
     set(
-        "HERALD_MAX_MESSAGE_BYTES",
+        settings::MAX_MESSAGE_BYTES,
         spec.limits.max_message_bytes.to_string(),
     );
-    set("HERALD_DRAIN_WINDOW", format!("{}s", spec.drain_seconds));
+    set(settings::DRAIN_WINDOW, format!("{}s", spec.drain_seconds));
     if spec.redis.url_secret_ref.is_none() && !spec.redis.addresses.is_empty() {
-        set("HERALD_REDIS_URL", redis_url(&spec.redis.addresses));
+        set(settings::REDIS_URL, redis_url(&spec.redis.addresses));
     }
     if let Some(min) = spec.redis.min_replicas {
-        set("HERALD_REDIS_MIN_REPLICAS", min.to_string());
+        set(settings::REDIS_MIN_REPLICAS, min.to_string());
     }
     if let Some(telemetry) = &spec.telemetry {
-        set("HERALD_OTLP_ENDPOINT", telemetry.otlp_endpoint.clone());
+        set(settings::OTLP_ENDPOINT, telemetry.otlp_endpoint.clone());
         set(
-            "HERALD_TRACE_SAMPLE_RATIO",
+            settings::TRACE_SAMPLE_RATIO,
             telemetry.sample_ratio.to_string(),
         );
     }
     if spec.auth.public_keys_secret_ref.is_some() {
         set(
-            "HERALD_JWT_PUBLIC_KEY_FILE",
+            settings::JWT_PUBLIC_KEY_FILE,
             "/etc/herald/keys/public.pem".into(),
         );
     }
@@ -174,50 +175,42 @@ pub fn redis_url(addresses: &[String]) -> String {
 
 /// The channel file for `cluster`: legacy defaults (when enabled) overridden by the
 /// cluster's `Channel`s, sorted by name.
-pub fn channel_file(cluster: &PushCluster, channels: &[Channel]) -> Value {
+pub fn channel_file(cluster: &PushCluster, channels: &[Channel]) -> ChannelFile {
     let defaults = &cluster.spec.channel_defaults;
-    let mut by_name: BTreeMap<String, Value> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, ChannelConfig> = BTreeMap::new();
     if cluster.spec.default_channels {
-        for (name, access, kind, history) in [
-            ("notifications", "user", "notification", true),
-            ("alerts", "authenticated", "alert", true),
-            ("orders", "user", "order_update", true),
-            ("materials", "authenticated", "material_update", false),
-        ] {
-            by_name.insert(
-                name.to_owned(),
-                json!({"name": name, "access": access, "auto_subscribe": true,
-                       "allowed_types": [kind], "history": history,
-                       "capacity": defaults.capacity, "expiry_secs": defaults.expiry_seconds}),
-            );
+        for channel in legacy_defaults() {
+            let channel = ChannelConfig {
+                capacity: defaults.capacity,
+                expiry_secs: defaults.expiry_seconds,
+                ..channel
+            };
+            by_name.insert(channel.name.clone(), channel);
         }
     }
     for channel in channels {
         let spec = &channel.spec;
         let name = channel.channel_name();
-        let access = match spec.access {
-            Access::Public => "public",
-            Access::Authenticated => "authenticated",
-            Access::User => "user",
-            Access::Roles => "roles",
+        let entry = ChannelConfig {
+            name: name.clone(),
+            access: spec.access.into(),
+            roles: spec.roles.clone(),
+            auto_subscribe: spec.auto_subscribe,
+            allowed_types: spec.allowed_types.clone(),
+            history: spec.history,
+            capacity: spec.capacity.unwrap_or(defaults.capacity),
+            expiry_secs: spec.expiry_seconds.unwrap_or(defaults.expiry_seconds),
+            ack_required: spec.ack_required,
+            publish_rate: spec.publish_rate.as_ref().map(|rate| RateLimit {
+                per_second: rate.per_second,
+                burst: rate.burst,
+            }),
         };
-        let mut entry = json!({
-            "name": name,
-            "access": access,
-            "roles": spec.roles,
-            "auto_subscribe": spec.auto_subscribe,
-            "allowed_types": spec.allowed_types,
-            "history": spec.history,
-            "capacity": spec.capacity.unwrap_or(defaults.capacity),
-            "expiry_secs": spec.expiry_seconds.unwrap_or(defaults.expiry_seconds),
-            "ack_required": spec.ack_required,
-        });
-        if let Some(rate) = &spec.publish_rate {
-            entry["publish_rate"] = json!({"per_second": rate.per_second, "burst": rate.burst});
-        }
         by_name.insert(name, entry);
     }
-    json!({ "channels": by_name.into_values().collect::<Vec<_>>() })
+    ChannelFile {
+        channels: by_name.into_values().collect(),
+    }
 }
 
 /// The ConfigMap holding node settings and the channel file.
@@ -301,20 +294,20 @@ pub fn deployment(cluster: &PushCluster, replicas: i32) -> Deployment {
     let spec = &cluster.spec;
     let names = names(cluster);
     let mut env = vec![
-        field_env("HERALD_NODE_ID", "metadata.name"),
+        field_env(settings::NODE_ID, "metadata.name"),
         field_env("POD_IP", "status.podIP"),
         EnvVar {
-            name: "HERALD_ADVERTISE_ADDR".into(),
+            name: settings::ADVERTISE_ADDR.into(),
             value: Some(format!("$(POD_IP):{NODE_PORT}")),
             ..EnvVar::default()
         },
-        secret_env("HERALD_API_KEY", &spec.auth.api_key_secret_ref),
+        secret_env(settings::API_KEY, &spec.auth.api_key_secret_ref),
     ];
     if let Some(key) = &spec.auth.jwt_secret_ref {
-        env.push(secret_env("HERALD_JWT_SECRET", key));
+        env.push(secret_env(settings::JWT_SECRET, key));
     }
     if let Some(key) = &spec.redis.url_secret_ref {
-        env.push(secret_env("HERALD_REDIS_URL", key));
+        env.push(secret_env(settings::REDIS_URL, key));
     }
     let mut mounts = vec![VolumeMount {
         name: "config".into(),
@@ -535,6 +528,8 @@ pub fn ingress(cluster: &PushCluster) -> Option<Ingress> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::crd::PushClusterSpec;
 
@@ -564,6 +559,28 @@ mod tests {
             crd.contains(&format!("self.metadata.name.size() <= {MAX_CLUSTER_NAME}")),
             "the CRD's name rule and MAX_CLUSTER_NAME disagree"
         );
+    }
+
+    #[test]
+    fn the_crd_refuses_the_channel_names_nodes_refuse() {
+        let crd = serde_json::to_string(&<Channel as kube::CustomResourceExt>::crd()).unwrap();
+        let pattern = serde_json::to_string(herald_contract::channel_name::PATTERN).unwrap();
+        assert!(crd.contains(&format!("\"pattern\":{pattern}")), "{crd}");
+    }
+
+    #[test]
+    fn default_channels_are_the_ones_a_node_serves_without_a_file() {
+        let mut c = cluster();
+        let mut expected = herald_contract::channels::legacy_defaults();
+        expected.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(channel_file(&c, &[]).channels, expected);
+        c.spec.channel_defaults.capacity = 7;
+        assert!(channel_file(&c, &[])
+            .channels
+            .iter()
+            .all(|ch| ch.capacity == 7));
+        c.spec.default_channels = false;
+        assert!(channel_file(&c, &[]).channels.is_empty());
     }
 
     #[test]
@@ -637,11 +654,7 @@ mod tests {
             serde_json::from_value(json!({"cluster": "push", "access": "authenticated"})).unwrap(),
         );
         let file = channel_file(&c, &[orders, stock]);
-        let channels = file["channels"].as_array().unwrap();
-        let names: Vec<_> = channels
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<_> = file.channels.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -652,10 +665,10 @@ mod tests {
                 "stock_levels"
             ]
         );
-        let orders = &channels[3];
-        assert_eq!(orders["access"], "roles");
-        assert_eq!(orders["capacity"], 5);
-        assert_eq!(orders["expiry_secs"], 3600);
+        let orders = &file.channels[3];
+        assert_eq!(orders.access, herald_contract::Access::Roles);
+        assert_eq!(orders.capacity, 5);
+        assert_eq!(orders.expiry_secs, 3600);
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use futures_util::TryStreamExt;
+use herald_contract::keys;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::crd::PushCluster;
@@ -46,16 +46,7 @@ pub enum StatsError {
 const PRIMARY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One node's heartbeat (the fields the operator uses).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct NodeStats {
-    /// Node id: the pod name.
-    pub id: String,
-    /// Open connections.
-    pub connections: i64,
-    /// Whether it is draining.
-    #[serde(default)]
-    pub draining: bool,
-}
+pub use herald_contract::heartbeat::NodeStats;
 
 /// Reads heartbeats, keeping one Redis client per URL.
 #[derive(Default)]
@@ -143,11 +134,7 @@ impl StatsReader {
     ) -> Result<u64, StatsError> {
         let client = self.for_cluster(cluster, secrets).await?;
         let mut removed = 0;
-        // The channel's own keys, and every per-user key of it (see the node's broker).
-        for pattern in [
-            format!("herald:{{c:{channel}}}*"),
-            format!("herald:{{u:{channel}:*"),
-        ] {
+        for pattern in keys::channel_patterns(channel) {
             let keys: Vec<Key> = if client.is_clustered() {
                 client
                     .scan_cluster_buffered(pattern, Some(500), None)
@@ -203,12 +190,12 @@ impl StatsReader {
 
 async fn read_nodes(client: &Client) -> Result<Vec<NodeStats>, StatsError> {
     let ids: Vec<String> = client
-        .zrange("herald:nodes", 0, -1, None, false, None, false)
+        .zrange(keys::NODES, 0, -1, None, false, None, false)
         .await?;
     let mut nodes = Vec::with_capacity(ids.len());
     for id in ids {
         // The record expires with its heartbeat: absent means the node is gone.
-        let record: Option<String> = client.get(format!("herald:node:{id}")).await?;
+        let record: Option<String> = client.get(keys::node(&id)).await?;
         if let Some(record) = record {
             nodes.push(serde_json::from_str(&record)?);
         }

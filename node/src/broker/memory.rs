@@ -6,15 +6,13 @@
 //! as they do on Redis, so `herald-node --dev` shows the whole protocol.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::offset::Offset;
-use super::{BoxFuture, Broker, BrokerError, Health, Message, Replay, Topic};
+use super::{BoxFuture, Broker, BrokerError, Health, Replay};
 use crate::channels::ChannelConfig;
-use crate::hub::unix_micros;
+use crate::message::{unix_micros, Message, Offset, Topic};
 
 #[derive(Debug, Default)]
 struct Stream {
@@ -83,7 +81,7 @@ impl Broker for MemoryBroker {
             let mut streams = self.streams.lock();
             let stream = streams.entry(Topic::of(&message, channel)).or_default();
             let offset = stream.next_offset();
-            message.offset = Some(Arc::from(offset.to_string()));
+            message.offset = Some(offset);
             stream
                 .entries
                 .push_back((offset, message.clone(), Instant::now()));
@@ -118,7 +116,7 @@ impl Broker for MemoryBroker {
         &'a self,
         topic: &'a Topic,
         channel: &'a ChannelConfig,
-        since: Option<&'a str>,
+        since: Option<Offset>,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
         let replay = {
             let mut streams = self.streams.lock();
@@ -129,7 +127,7 @@ impl Broker for MemoryBroker {
                 },
                 Some(stream) => {
                     stream.trim(channel.capacity as usize, channel.expiry());
-                    let after = since.and_then(Offset::parse).unwrap_or_default();
+                    let after = since.unwrap_or_default();
                     Replay {
                         messages: stream
                             .entries
@@ -149,13 +147,13 @@ impl Broker for MemoryBroker {
         &'a self,
         topic: &'a Topic,
         user: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Option<Offset>, BrokerError>> {
         let cursor = self
             .cursors
             .lock()
             .get(&(topic.clone(), user.to_owned()))
             .filter(|(_, expires)| *expires > Instant::now())
-            .map(|(offset, _)| offset.to_string());
+            .map(|(offset, _)| *offset);
         Box::pin(async move { Ok(cursor) })
     }
 
@@ -163,28 +161,29 @@ impl Broker for MemoryBroker {
         &'a self,
         topic: &'a Topic,
         user: &'a str,
-        offset: &'a str,
+        offset: Offset,
         channel: &'a ChannelConfig,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        if let Some(offset) = Offset::parse(offset) {
-            let expires = Instant::now() + channel.expiry();
-            let mut cursors = self.cursors.lock();
-            let entry = cursors
-                .entry((topic.clone(), user.to_owned()))
-                .or_insert((offset, expires));
-            if offset >= entry.0 {
-                *entry = (offset, expires);
-            }
+        let expires = Instant::now() + channel.expiry();
+        let mut cursors = self.cursors.lock();
+        let entry = cursors
+            .entry((topic.clone(), user.to_owned()))
+            .or_insert((offset, expires));
+        if offset >= entry.0 {
+            *entry = (offset, expires);
         }
+        drop(cursors);
         Box::pin(async { Ok(()) })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::broker::Target;
     use crate::channels::Access;
+    use crate::message::Target;
     use serde_json::value::RawValue;
 
     fn channel(capacity: u32) -> ChannelConfig {
@@ -240,18 +239,18 @@ mod tests {
         let mut offsets = Vec::new();
         for n in 0..5 {
             let stored = broker.publish(message("a", n), &config).await.unwrap();
-            offsets.push(stored.offset.unwrap().to_string());
+            offsets.push(stored.offset.unwrap());
         }
         // Capacity 3 kept messages 2, 3, 4.
         let replay = broker
-            .history(&topic("a"), &config, Some(&offsets[2]))
+            .history(&topic("a"), &config, Some(offsets[2]))
             .await
             .unwrap();
         let ids: Vec<_> = replay.messages.iter().map(|m| m.id.to_string()).collect();
         assert_eq!(ids, ["3", "4"]);
         assert!(replay.recovered);
         let replay = broker
-            .history(&topic("a"), &config, Some(&offsets[0]))
+            .history(&topic("a"), &config, Some(offsets[0]))
             .await
             .unwrap();
         assert_eq!(replay.messages.len(), 3);
@@ -266,20 +265,16 @@ mod tests {
         let broker = MemoryBroker::new();
         let config = channel(10);
         broker
-            .store_cursor(&topic("a"), "a", "10-0", &config)
+            .store_cursor(&topic("a"), "a", Offset { ms: 10, seq: 0 }, &config)
             .await
             .unwrap();
         broker
-            .store_cursor(&topic("a"), "a", "9-0", &config)
+            .store_cursor(&topic("a"), "a", Offset { ms: 9, seq: 0 }, &config)
             .await
             .unwrap();
         assert_eq!(
-            broker
-                .load_cursor(&topic("a"), "a")
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("10-0")
+            broker.load_cursor(&topic("a"), "a").await.unwrap(),
+            Some(Offset { ms: 10, seq: 0 })
         );
         assert_eq!(broker.load_cursor(&topic("a"), "b").await.unwrap(), None);
     }

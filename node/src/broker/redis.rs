@@ -4,7 +4,7 @@
 //! (trimmed to the channel's capacity and age) and `SPUBLISH`es it, atomically and in
 //! one hash slot (both names share a hash tag). Nodes `SSUBSCRIBE` to a topic's shard
 //! channel only while a local connection needs it. A dedicated task drains the
-//! subscriber's message buffer into the hub; offsets drop duplicates, and whenever
+//! subscriber's message buffer into the delivery sink (the hub); offsets drop duplicates, and whenever
 //! messages may have been missed (buffer lag, reconnect, failover) the gap is read
 //! back from the streams.
 
@@ -21,10 +21,9 @@ use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
-use super::offset::Offset;
-use super::{wire, BoxFuture, Broker, BrokerError, Health, Message, Replay, Topic};
+use super::{wire, BoxFuture, Broker, BrokerError, Health, Replay};
 use crate::channels::{ChannelConfig, Registry};
-use crate::hub::{unix_micros, Hub};
+use crate::message::{unix_micros, DeliverySink, Message, Offset, Topic};
 use crate::metrics::{DecodeSource, DropReason, Metrics};
 use crate::telemetry::propagation::TraceContext;
 use crate::telemetry::TRACE_TARGET;
@@ -116,32 +115,30 @@ pub struct RedisSettings {
     pub buffer: usize,
 }
 
-/// Hash tag shared by a topic's stream and shard channel, so one script reaches both.
-fn tag(topic: &Topic) -> String {
-    match &topic.user {
-        None => format!("c:{}", topic.channel),
-        Some(user) => format!("u:{}:{}", topic.channel, user),
+/// The topic's keys (`herald_contract::keys`): stream and shard channel share a hash
+/// tag, so one script reaches both.
+fn keys(topic: &Topic) -> herald_contract::keys::Topic<'_> {
+    herald_contract::keys::Topic {
+        channel: &topic.channel,
+        user: topic.user.as_deref(),
     }
 }
 
 fn shard_channel(topic: &Topic) -> String {
-    format!("herald:{{{}}}", tag(topic))
+    keys(topic).shard_channel()
 }
 
 fn stream_key(topic: &Topic) -> String {
-    format!("herald:{{{}}}:log", tag(topic))
+    keys(topic).stream()
 }
 
 /// The newest offset trimmed from the topic's stream (same slot as the stream).
 fn trimmed_key(topic: &Topic) -> String {
-    format!("herald:{{{}}}:trimmed", tag(topic))
+    keys(topic).trimmed()
 }
 
 fn cursor_key(topic: &Topic, user: &str) -> String {
-    match &topic.user {
-        Some(_) => format!("herald:{{{}}}:cursor", tag(topic)),
-        None => format!("herald:{{{}}}:cursor:{user}", tag(topic)),
-    }
+    keys(topic).cursor(user)
 }
 
 /// Multi-node broker on Redis or Redis Cluster.
@@ -153,7 +150,8 @@ struct Inner {
     node_id: String,
     client: Client,
     subscriber: SubscriberClient,
-    hub: Arc<Hub>,
+    /// Where messages from other nodes go (the hub).
+    sink: Arc<dyn DeliverySink>,
     channels: Arc<Registry>,
     metrics: Arc<Metrics>,
     min_replicas: u32,
@@ -184,12 +182,14 @@ fn unavailable(e: impl std::fmt::Display) -> BrokerError {
 }
 
 impl RedisBroker {
-    /// Connects, starts the subscriber and its drain, reconnect and health tasks.
+    /// Connects, starts the subscriber and its drain, reconnect and health tasks (in
+    /// `background`, which stops them at shutdown).
     pub async fn connect(
         settings: RedisSettings,
-        hub: Arc<Hub>,
+        sink: Arc<dyn DeliverySink>,
         channels: Arc<Registry>,
         metrics: Arc<Metrics>,
+        background: &crate::background::Background,
     ) -> Result<Self, BrokerError> {
         let config = Config::from_url(&settings.url).map_err(unavailable)?;
         let mut builder = Builder::from_config(config);
@@ -212,7 +212,7 @@ impl RedisBroker {
             node_id: settings.node_id,
             client,
             subscriber,
-            hub,
+            sink,
             channels,
             metrics,
             min_replicas: settings.min_replicas,
@@ -225,9 +225,10 @@ impl RedisBroker {
             detail: Mutex::new("connected".into()),
             decode_logged: AtomicU64::new(0),
         });
-        tokio::spawn(drain(inner.clone()));
-        tokio::spawn(resubscribe_on_reconnect(inner.clone()));
-        tokio::spawn(watch_health(inner.clone()));
+        background.spawn_until_stopped("redis pubsub", drain(inner.clone()));
+        background
+            .spawn_until_stopped("redis resubscribe", resubscribe_on_reconnect(inner.clone()));
+        background.spawn_until_stopped("redis health", watch_health(inner.clone()));
         Ok(Self { inner })
     }
 
@@ -256,7 +257,7 @@ impl Inner {
             Ok(split) => split,
             Err(e) => return self.undecodable(DecodeSource::Pubsub, channel, None, &e),
         };
-        if let Some(offset) = offset.and_then(Offset::parse) {
+        if let Some(offset) = offset {
             let mut seen = self.seen.lock();
             let last = seen.entry(channel.to_owned()).or_default();
             if offset <= *last {
@@ -267,7 +268,7 @@ impl Inner {
         match wire::decode(json, offset) {
             Ok((_, origin)) if origin == self.node_id => {}
             Ok((message, _)) => {
-                self.hub.deliver(&message);
+                self.sink.deliver(&message);
             }
             Err(e) => self.undecodable(DecodeSource::Pubsub, channel, offset, &e),
         }
@@ -279,7 +280,7 @@ impl Inner {
         &self,
         source: DecodeSource,
         topic: &str,
-        offset: Option<&str>,
+        offset: Option<Offset>,
         error: &wire::DecodeError,
     ) {
         self.metrics.decode_failure(source, error.reason());
@@ -288,7 +289,7 @@ impl Inner {
             tracing::warn!(
                 source = ?source,
                 topic,
-                offset,
+                offset = offset.map(tracing::field::display),
                 reason = error.reason(),
                 %error,
                 "undecodable broker message dropped"
@@ -300,21 +301,24 @@ impl Inner {
         &self,
         topic: &Topic,
         channel: &ChannelConfig,
-        since: Option<&str>,
+        since: Option<Offset>,
     ) -> Result<(Vec<(Message, String)>, bool), BrokerError> {
         let reply: Value = self
             .history
             .evalsha_with_reload(
                 &self.client,
                 vec![stream_key(topic), trimmed_key(topic)],
-                vec![since.unwrap_or("").to_owned(), channel.capacity.to_string()],
+                vec![
+                    since.map(|o| o.to_string()).unwrap_or_default(),
+                    channel.capacity.to_string(),
+                ],
             )
             .await
             .map_err(unavailable)?;
         let mut parts = reply.into_array().into_iter();
         let deleted = parts.next().and_then(|v| v.as_string()).unwrap_or_default();
         let entries = parts.next().map(Value::into_array).unwrap_or_default();
-        let after = since.and_then(Offset::parse).unwrap_or_default();
+        let after = since.unwrap_or_default();
         let recovered = if deleted.is_empty() {
             // No stream: nothing was ever kept, or everything expired.
             since.is_none()
@@ -325,18 +329,21 @@ impl Inner {
         let key = stream_key(topic);
         for entry in entries {
             let mut entry = entry.into_array().into_iter();
-            let id = entry.next().and_then(|id| id.as_string());
+            let id = entry
+                .next()
+                .and_then(|id| id.as_string())
+                .map(|id| Offset::parse(&id));
             let json = entry
                 .next()
                 .and_then(|fields| fields.into_array().get(1).and_then(Value::as_string));
             let decoded = match (&id, json) {
                 (None, _) => Err(wire::DecodeError::Incomplete("id")),
                 (Some(_), None) => Err(wire::DecodeError::Incomplete("message")),
-                (Some(id), Some(json)) => wire::decode(&json, Some(id)),
+                (Some(id), Some(json)) => wire::decode(&json, *id),
             };
             match decoded {
                 Ok(decoded) => messages.push(decoded),
-                Err(e) => self.undecodable(DecodeSource::History, &key, id.as_deref(), &e),
+                Err(e) => self.undecodable(DecodeSource::History, &key, id.flatten(), &e),
             }
         }
         Ok((messages, recovered))
@@ -357,11 +364,10 @@ impl Inner {
             let Some(last) = self.seen.lock().get(&key).copied() else {
                 continue;
             };
-            let since = last.to_string();
-            match self.fetch(&topic, config, Some(&since)).await {
+            match self.fetch(&topic, config, Some(last)).await {
                 Ok((messages, _)) => {
                     for (message, origin) in messages {
-                        let Some(offset) = message.offset.as_deref().and_then(Offset::parse) else {
+                        let Some(offset) = message.offset else {
                             continue;
                         };
                         {
@@ -373,7 +379,7 @@ impl Inner {
                             *last = offset;
                         }
                         if origin != self.node_id {
-                            self.hub.deliver(&message);
+                            self.sink.deliver(&message);
                         }
                     }
                 }
@@ -569,7 +575,7 @@ impl Broker for RedisBroker {
                 match offset {
                     Ok(offset) => {
                         span.record("offset", &offset);
-                        message.offset = Some(offset.into());
+                        message.offset = Offset::parse(&offset);
                         inner.wait_for_replicas(&key).await
                     }
                     Err(e) => Err(unavailable(e)),
@@ -637,7 +643,7 @@ impl Broker for RedisBroker {
         &'a self,
         topic: &'a Topic,
         channel: &'a ChannelConfig,
-        since: Option<&'a str>,
+        since: Option<Offset>,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
         Box::pin(async move {
             let (messages, recovered) = self.inner.fetch(topic, channel, since).await?;
@@ -652,12 +658,13 @@ impl Broker for RedisBroker {
         &'a self,
         topic: &'a Topic,
         user: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Option<Offset>, BrokerError>> {
         Box::pin(async move {
             self.inner
                 .client
                 .get::<Option<String>, _>(cursor_key(topic, user))
                 .await
+                .map(|cursor| cursor.as_deref().and_then(Offset::parse))
                 .map_err(unavailable)
         })
     }
@@ -666,7 +673,7 @@ impl Broker for RedisBroker {
         &'a self,
         topic: &'a Topic,
         user: &'a str,
-        offset: &'a str,
+        offset: Offset,
         channel: &'a ChannelConfig,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
@@ -675,7 +682,7 @@ impl Broker for RedisBroker {
                 .evalsha_with_reload::<i64, _, _>(
                     &self.inner.client,
                     vec![cursor_key(topic, user)],
-                    vec![offset.to_owned(), channel.expiry_secs.max(1).to_string()],
+                    vec![offset.to_string(), channel.expiry_secs.max(1).to_string()],
                 )
                 .await
                 .map(|_| ())

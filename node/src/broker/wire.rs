@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{Message, Target};
+use crate::message::{Message, Offset, Target};
 use crate::telemetry::propagation::TraceContext;
 use crate::ChannelName;
 
@@ -79,8 +79,8 @@ impl DecodeError {
         }
     }
 
-    /// Every label [`DecodeError::reason`] returns.
-    pub const REASONS: [&'static str; 4] = ["no_offset", "incomplete_entry", "syntax", "data"];
+    /// Every label [`DecodeError::reason`] returns (the metrics module owns the list).
+    pub const REASONS: [&'static str; 4] = crate::metrics::DECODE_FAILURE_REASONS;
 }
 
 /// Encodes a message; `origin` is the publishing node, `trace` the context the
@@ -103,8 +103,8 @@ pub fn encode(message: &Message, origin: &str, trace: Option<&TraceContext>) -> 
     .expect("messages always serialize")
 }
 
-/// Decodes a message and the node it came from.
-pub fn decode(text: &str, offset: Option<&str>) -> Result<(Message, String), DecodeError> {
+/// Decodes a message and the node it came from; `offset` is where it sits in history.
+pub fn decode(text: &str, offset: Option<Offset>) -> Result<(Message, String), DecodeError> {
     let wire: Wire<'_> = serde_json::from_str(text)?;
     let message = Message {
         id: Arc::from(wire.i),
@@ -112,7 +112,7 @@ pub fn decode(text: &str, offset: Option<&str>) -> Result<(Message, String), Dec
         kind: Arc::from(wire.t),
         data: Arc::from(wire.d.to_owned()),
         target: wire.u.map_or(Target::All, |u| Target::User(Arc::from(u))),
-        offset: offset.map(Arc::from),
+        offset,
         accepted_at_micros: wire.a,
         trace: wire.p.map(|traceparent| TraceContext {
             traceparent: traceparent.into(),
@@ -122,10 +122,11 @@ pub fn decode(text: &str, offset: Option<&str>) -> Result<(Message, String), Dec
     Ok((message, wire.o.into_owned()))
 }
 
-/// Splits a pub/sub payload into its offset (if any) and message JSON.
-pub fn split_payload(payload: &str) -> Result<(Option<&str>, &str), DecodeError> {
+/// Splits a pub/sub payload into its offset (if any) and message JSON. An offset
+/// that does not parse (Redis never writes one) is treated like `-`.
+pub fn split_payload(payload: &str) -> Result<(Option<Offset>, &str), DecodeError> {
     let (offset, json) = payload.split_once(' ').ok_or(DecodeError::NoOffset)?;
-    Ok(((offset != "-").then_some(offset), json))
+    Ok((Offset::parse(offset), json))
 }
 
 #[cfg(test)]
@@ -152,7 +153,7 @@ mod tests {
         let (offset, json) = split_payload(&payload).unwrap();
         let (decoded, origin) = decode(json, offset).unwrap();
         assert_eq!(origin, "node-a");
-        assert_eq!(decoded.offset.as_deref(), Some("5-1"));
+        assert_eq!(decoded.offset, Some(Offset { ms: 5, seq: 1 }));
         assert_eq!(decoded.target, Target::User("42".into()));
         assert_eq!(decoded.data.get(), r#"{"id":1}"#);
         assert_eq!(decoded.trace, None);
@@ -193,7 +194,7 @@ mod tests {
             assert_eq!(&*got.kind, format!("note{text}"));
             assert_eq!(got.target, Target::User(text.into()));
             assert_eq!(got.trace, Some(trace));
-            assert_eq!(got.offset.as_deref(), Some("9-3"));
+            assert_eq!(got.offset, Some(Offset { ms: 9, seq: 3 }));
         }
     }
 
@@ -201,7 +202,7 @@ mod tests {
     fn escaped_entries_written_by_earlier_nodes_decode() {
         // Earlier nodes wrote escapes exactly like this (serde_json's encoder).
         let old = r#"{"i":"m0","c":"notifications","t":"a\"b","d":{"k":"\\"},"u":"CORP\\alice","a":5,"o":"n"}"#;
-        let (decoded, _) = decode(old, Some("1-0")).unwrap();
+        let (decoded, _) = decode(old, Offset::parse("1-0")).unwrap();
         assert_eq!(decoded.target, Target::User(r"CORP\alice".into()));
         assert_eq!(&*decoded.kind, r#"a"b"#);
         assert_eq!(decoded.data.get(), r#"{"k":"\\"}"#);
@@ -251,7 +252,7 @@ mod tests {
     fn history_written_before_trace_context_still_decodes() {
         // Exactly what earlier nodes wrote into streams and pub/sub payloads.
         let old = r#"{"i":"m0","c":"orders","t":"order_update","d":{"id":0},"u":"42","a":5,"o":"node-old"}"#;
-        let (decoded, origin) = decode(old, Some("1-0")).unwrap();
+        let (decoded, origin) = decode(old, Offset::parse("1-0")).unwrap();
         assert_eq!(origin, "node-old");
         assert_eq!(&*decoded.id, "m0");
         assert_eq!(decoded.trace, None);
@@ -295,14 +296,14 @@ mod properties {
                 accepted_at_micros: accepted,
                 trace: trace.clone(),
             };
-            let offset = offset.map(|(ms, seq)| format!("{ms}-{seq}"));
+            let offset = offset.map(|(ms, seq)| Offset { ms, seq });
             let payload = format!(
                 "{} {}",
-                offset.as_deref().unwrap_or("-"),
+                offset.map_or("-".to_owned(), |o| o.to_string()),
                 encode(&sent, &origin, trace.as_ref())
             );
             let (got_offset, json) = split_payload(&payload).unwrap();
-            prop_assert_eq!(got_offset, offset.as_deref());
+            prop_assert_eq!(got_offset, offset);
             let (got, got_origin) = decode(json, got_offset).unwrap();
             prop_assert_eq!(got_origin, origin);
             prop_assert_eq!(&*got.id, id.as_str());
@@ -310,7 +311,7 @@ mod properties {
             prop_assert_eq!(&*got.kind, kind.as_str());
             prop_assert_eq!(got.data.get(), data.as_str());
             prop_assert_eq!(got.target, sent.target);
-            prop_assert_eq!(got.offset.as_deref(), offset.as_deref());
+            prop_assert_eq!(got.offset, offset);
             prop_assert_eq!(got.accepted_at_micros, accepted);
             prop_assert_eq!(got.trace, trace);
         }

@@ -15,14 +15,15 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
 
-use futures_util::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use futures_util::{StreamExt, TryStreamExt};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 
+use super::triggers::{channels_of, mark_filled, Filled, Presence, Rivalry};
 use super::{condition, Context, Error, MANAGER};
 use crate::crd::{Channel, ChannelStatus, DeletionPolicy, PushCluster};
 
@@ -31,8 +32,30 @@ pub const PURGE_FINALIZER: &str = "herald.dev/purge-history";
 /// How long a deletion retries a failing purge before letting the Channel go.
 pub const PURGE_DEADLINE: Duration = Duration::from_secs(120);
 
+/// What the Channel reconciler reads: the shared [`Context`] and the watched stores of
+/// Channels and PushClusters (kept by this controller's watches, so a reconcile makes no
+/// reads of its own).
+pub struct Ctx {
+    shared: Arc<Context>,
+    channels: Store<Channel>,
+    clusters: Store<PushCluster>,
+    clusters_filled: Filled,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
+}
+
+/// How often a Channel is checked again without a change: only a safety net, as every
+/// change its status depends on (itself, its rivals, its cluster's presence) triggers it.
+pub const RECHECK: Duration = Duration::from_secs(300);
+
 /// Reconciles one Channel's status.
-pub async fn reconcile(channel: Arc<Channel>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(channel: Arc<Channel>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     super::instrumented("Channel", &*channel, &ctx, |ns| {
         let (object, ctx) = (&*channel, &*ctx);
         async move { reconcile_inner(object, ctx, &ns).await }
@@ -40,24 +63,23 @@ pub async fn reconcile(channel: Arc<Channel>, ctx: Arc<Context>) -> Result<Actio
     .await
 }
 
-async fn reconcile_inner(cached: &Channel, ctx: &Context, ns: &str) -> Result<Action, Error> {
-    // Read afresh, as the cluster reconciler does: a stale watch must not win.
-    let Some(fresh) = Api::<Channel>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&cached.name_any())
-        .await?
-    else {
+/// Reads only the stores. A stale copy cannot do harm here: the finalizer patch is
+/// conditional on the copy's resourceVersion, and a status computed from an old view is
+/// followed by the reconcile the missed change triggers once its watch event arrives.
+async fn reconcile_inner(channel: &Channel, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
+    if !ctx.clusters_filled.wait().await {
+        // Shutting down: the cluster watch is gone.
         return Ok(Action::await_change());
-    };
-    let channel = &fresh;
-    let cluster = Api::<PushCluster>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&channel.spec.cluster)
-        .await?;
+    }
+    let cluster = ctx
+        .clusters
+        .get(&ObjectRef::new(&channel.spec.cluster).within(ns));
     let name = channel.channel_name();
     let api = Api::<Channel>::namespaced(ctx.client.clone(), ns);
     let has_finalizer = channel.finalizers().iter().any(|f| f == PURGE_FINALIZER);
     if channel.metadata.deletion_timestamp.is_some() {
         if has_finalizer {
-            return finish_deletion(channel, cluster.as_ref(), ctx, ns, &name).await;
+            return finish_deletion(channel, cluster.as_deref(), ctx, ns, &name).await;
         }
         return Ok(Action::await_change());
     }
@@ -66,18 +88,20 @@ async fn reconcile_inner(cached: &Channel, ctx: &Context, ns: &str) -> Result<Ac
         (DeletionPolicy::Keep, true) => set_finalizer(&api, channel, false).await?,
         _ => {}
     }
-    let rivals: Vec<String> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
+    let mut rivals: Vec<String> = ctx
+        .channels
+        .state()
+        .iter()
         .filter(|c| {
-            c.spec.cluster == channel.spec.cluster
+            c.namespace().as_deref() == Some(ns)
+                && c.spec.cluster == channel.spec.cluster
                 && c.channel_name() == name
                 && c.name_any() != channel.name_any()
         })
         .map(|c| c.name_any())
         .collect();
+    // The store has no order; the message must not change with it.
+    rivals.sort();
     let previous = channel
         .status
         .as_ref()
@@ -121,6 +145,9 @@ async fn reconcile_inner(cached: &Channel, ctx: &Context, ns: &str) -> Result<Ac
         observed_generation: generation,
         channel: name,
     };
+    if channel.status.as_ref() == Some(&status) {
+        return Ok(Action::requeue(RECHECK));
+    }
     api.patch_status(
         &channel.name_any(),
         &PatchParams::apply(MANAGER).force(),
@@ -129,7 +156,7 @@ async fn reconcile_inner(cached: &Channel, ctx: &Context, ns: &str) -> Result<Ac
         ),
     )
     .await?;
-    Ok(Action::requeue(ctx.resync * 4))
+    Ok(Action::requeue(RECHECK))
 }
 
 async fn set_finalizer(api: &Api<Channel>, channel: &Channel, present: bool) -> Result<(), Error> {
@@ -229,7 +256,7 @@ async fn publish(ctx: &Context, channel: &Channel, type_: EventType, reason: &st
 }
 
 /// What to do after a failed reconcile: record it and back off.
-pub fn error_policy(channel: Arc<Channel>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(channel: Arc<Channel>, error: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(channel = %channel.name_any(), %error, "reconcile failed");
     ctx.backoff(&format!(
         "{}/{}",
@@ -239,32 +266,56 @@ pub fn error_policy(channel: Arc<Channel>, error: &Error, ctx: Arc<Context>) -> 
 }
 
 /// Runs the Channel controller until `shutdown` resolves.
+///
+/// Two watches, each feeding a store: Channels (a change reconciles the Channel and
+/// the rivals of its old and new name) and PushClusters (only a cluster appearing,
+/// vanishing or terminating reconciles its Channels; scaling and status do not).
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
-        Api::<Channel>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let channels = controller.store();
-    controller
-        // A cluster appearing or disappearing changes its channels' readiness.
-        .watches(
-            Api::<PushCluster>::all(client),
+    let (channels, channel_writer) = reflector::store();
+    let (clusters, cluster_writer) = reflector::store();
+    let rivals_of = channels.clone();
+    let mut rivalry = Rivalry::default();
+    let channel_changes = reflector(
+        channel_writer,
+        watcher(
+            Api::<Channel>::all(client.clone()),
             watcher::Config::default(),
-            move |cluster| {
-                let ns = cluster.namespace();
-                let name = cluster.name_any();
-                channels
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.spec.cluster == name && c.namespace() == ns)
-                    .map(|c| ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
-            },
         )
+        .default_backoff(),
+    )
+    .touched_objects()
+    .map_ok(move |channel| {
+        let mut concerned = rivalry.concerned(&channel, &rivals_of);
+        concerned.push(channel);
+        futures_util::stream::iter(concerned.into_iter().map(Ok))
+    })
+    .try_flatten();
+    let mut presence = Presence::default();
+    let (fill, clusters_filled) = Filled::new();
+    let cluster_changes = reflector(
+        cluster_writer,
+        watcher(Api::<PushCluster>::all(client), watcher::Config::default()).default_backoff(),
+    )
+    .map_ok(move |event| {
+        mark_filled(&fill, &event);
+        futures_util::stream::iter(presence.changed(event).into_iter().map(Ok))
+    })
+    .try_flatten();
+    let of_cluster = channels.clone();
+    let ctx = Arc::new(Ctx {
+        shared: ctx,
+        channels: channels.clone(),
+        clusters,
+        clusters_filled,
+    });
+    Controller::for_stream(channel_changes, channels)
+        .watches_stream(cluster_changes, move |cluster| {
+            channels_of(&cluster, &of_cluster)
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

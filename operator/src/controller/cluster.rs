@@ -2,10 +2,11 @@
 //! status. Runs on every change of the cluster, its owned objects or its channels,
 //! and every resync period so scaling follows connection counts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -13,12 +14,14 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::json;
 
+use super::triggers::{mark_filled, Filled};
 use super::{condition, Context, Error, MANAGER};
 use crate::crd::{Channel, PushCluster, PushClusterStatus};
 use crate::resources::{self, names};
@@ -42,11 +45,89 @@ where
         .await?)
 }
 
+/// What the PushCluster reconciler reads besides the shared [`Context`]: the watched
+/// store of Channels.
+pub struct Ctx {
+    shared: Arc<Context>,
+    channels: Store<Channel>,
+    channels_filled: Filled,
+    /// Per cluster, the resourceVersions before and after this reconciler's last status
+    /// write: the one change a watch may not have delivered yet without being behind.
+    own_writes: Mutex<HashMap<ObjectRef<PushCluster>, (String, String)>>,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
+}
+
+impl Ctx {
+    /// The live Channels of `fresh` (just read), from the store when the watches are
+    /// caught up; listed otherwise.
+    ///
+    /// The watches are caught up when the watched copy `cached` of the cluster is the
+    /// one just read, or older only by this reconciler's own last status write. Then
+    /// the Channel watch, which reconnects and re-lists the same way after an API
+    /// server restart, is trusted too; a watch behind something else lists instead.
+    async fn channels(
+        &self,
+        cached: &PushCluster,
+        fresh: &PushCluster,
+        ns: &str,
+    ) -> Result<Vec<Channel>, Error> {
+        let key = ObjectRef::from_obj(fresh);
+        let (seen, now) = (cached.resource_version(), fresh.resource_version());
+        let caught_up = seen == now
+            || self
+                .own_writes
+                .lock()
+                .get(&key)
+                .is_some_and(|(before, after)| {
+                    seen.as_ref() == Some(before) && now.as_ref() == Some(after)
+                });
+        let ours = |c: &Channel| {
+            c.spec.cluster == fresh.name_any() && c.metadata.deletion_timestamp.is_none()
+        };
+        if caught_up && self.channels_filled.wait().await {
+            let mut channels: Vec<Channel> = self
+                .channels
+                .state()
+                .iter()
+                .filter(|c| c.namespace().as_deref() == Some(ns) && ours(c))
+                .map(|c| (**c).clone())
+                .collect();
+            // As a LIST would return them (the channel file sorts by name anyway).
+            channels.sort_by_key(|c| c.name_any());
+            return Ok(channels);
+        }
+        tracing::debug!(?seen, ?now, "watch behind: listing Channels");
+        Ok(Api::<Channel>::namespaced(self.client.clone(), ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|c| ours(c))
+            .collect())
+    }
+
+    /// Remembers this reconciler's status write of `before`, which made `after`.
+    fn wrote(&self, before: &PushCluster, after: &PushCluster) {
+        if let (Some(b), Some(a)) = (before.resource_version(), after.resource_version()) {
+            self.own_writes
+                .lock()
+                .insert(ObjectRef::from_obj(before), (b, a));
+        }
+    }
+}
+
 /// Reconciles one PushCluster.
 ///
 /// A failure is shown on the PushCluster itself (condition `Reconciled=False` with the
 /// API server's message) and as a Warning Event, not only in the operator's log.
-pub async fn reconcile(cluster: Arc<PushCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(cluster: Arc<PushCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     super::instrumented("PushCluster", &*cluster, &ctx, |ns| {
         let (object, ctx) = (&*cluster, &*ctx);
         async move {
@@ -98,10 +179,12 @@ async fn report_failure(cluster: &PushCluster, ctx: &Context, ns: &str, error: &
     publish_event(ctx, cluster, EventType::Warning, "ReconcileFailed", message).await;
 }
 
-async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Result<Action, Error> {
+async fn reconcile_inner(cached: &PushCluster, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
     let client = ctx.client.clone();
-    // Periodic reconciles read the object afresh: a watch that silently fell behind
-    // (seen after an API server restart) must not make the operator apply old specs.
+    // Every reconcile reads its PushCluster afresh (one GET): a watch that silently fell
+    // behind (seen after an API server restart) must not make the operator apply old
+    // specs. The Channels come from the watched store, which is trusted only when that
+    // GET shows the watches caught up (see `Ctx::channels`).
     let Some(fresh) = Api::<PushCluster>::namespaced(client.clone(), ns)
         .get_opt(&cached.name_any())
         .await?
@@ -110,13 +193,7 @@ async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Resul
     };
     let cluster = &fresh;
     let names = names(cluster);
-    let channels: Vec<Channel> = Api::<Channel>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|c| c.spec.cluster == cluster.name_any() && c.metadata.deletion_timestamp.is_none())
-        .collect();
+    let channels = ctx.channels(cached, cluster, ns).await?;
 
     // Live figures from the nodes' heartbeats (absent when Redis is unreachable).
     let stats = ctx
@@ -214,17 +291,22 @@ async fn reconcile_inner(cached: &PushCluster, ctx: &Context, ns: &str) -> Resul
         broker_error,
         &secret_problems,
     );
+    if cluster.status.as_ref() == Some(&status) {
+        return Ok(Action::requeue(ctx.resync));
+    }
     let api = Api::<PushCluster>::namespaced(client, ns);
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(json!({
-            "apiVersion": "herald.dev/v1alpha1",
-            "kind": "PushCluster",
-            "status": status,
-        })),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &cluster.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "herald.dev/v1alpha1",
+                "kind": "PushCluster",
+                "status": status,
+            })),
+        )
+        .await?;
+    ctx.wrote(cluster, &written);
     Ok(Action::requeue(ctx.resync))
 }
 
@@ -427,7 +509,7 @@ async fn publish_event(
 }
 
 /// What to do after a failed reconcile: record it and back off.
-pub fn error_policy(cluster: Arc<PushCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(cluster: Arc<PushCluster>, error: &Error, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed");
     let key = format!(
         "{}/{}",
@@ -438,6 +520,9 @@ pub fn error_policy(cluster: Arc<PushCluster>, error: &Error, ctx: Arc<Context>)
 }
 
 /// Runs the PushCluster controller until `shutdown` resolves.
+///
+/// Channels are watched into a store; only a change of what the channel file is made
+/// of (a Channel's spec, its deletion) reconciles its cluster, not its status.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -445,7 +530,29 @@ pub async fn run(
     let client = ctx.client.clone();
     let clusters = Api::<PushCluster>::all(client.clone());
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=herald-operator");
-    Controller::new(clusters, watcher::Config::default())
+    let (channels, channel_writer) = reflector::store();
+    let mut rendered = Rendered::default();
+    let stored = channels.clone();
+    let (fill, channels_filled) = Filled::new();
+    let channel_changes = reflector(
+        channel_writer,
+        watcher(
+            Api::<Channel>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .inspect_ok(move |event| mark_filled(&fill, event))
+    .touched_objects()
+    .try_filter(move |channel| std::future::ready(rendered.changed(channel, &stored)));
+    let controller = Controller::new(clusters, watcher::Config::default());
+    let ctx = Arc::new(Ctx {
+        shared: ctx,
+        channels,
+        channels_filled,
+        own_writes: Mutex::default(),
+    });
+    controller
         .owns(Api::<Deployment>::all(client.clone()), managed.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
         .owns(Api::<Service>::all(client.clone()), managed.clone())
@@ -454,15 +561,11 @@ pub async fn run(
             Api::<PodDisruptionBudget>::all(client.clone()),
             managed.clone(),
         )
-        .owns(Api::<Ingress>::all(client.clone()), managed)
-        .watches(
-            Api::<Channel>::all(client),
-            watcher::Config::default(),
-            |channel| {
-                let ns = channel.namespace().unwrap_or_default();
-                std::iter::once(ObjectRef::new(&channel.spec.cluster).within(&ns))
-            },
-        )
+        .owns(Api::<Ingress>::all(client), managed)
+        .watches_stream(channel_changes, |channel| {
+            let ns = channel.namespace().unwrap_or_default();
+            std::iter::once(ObjectRef::new(&channel.spec.cluster).within(&ns))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -471,6 +574,28 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Tells which Channel events change a channel file: a new generation (spec), the
+/// start of its deletion, or its disappearance; not status writes.
+#[derive(Debug, Default)]
+struct Rendered {
+    seen: HashMap<ObjectRef<Channel>, (Option<i64>, bool)>,
+}
+
+impl Rendered {
+    /// Whether `channel`'s event (already applied to `store`) changes a channel file.
+    fn changed(&mut self, channel: &Channel, store: &Store<Channel>) -> bool {
+        let key = ObjectRef::from_obj(channel);
+        if store.get(&key).is_none() {
+            return self.seen.remove(&key).is_some();
+        }
+        let state = (
+            channel.metadata.generation,
+            channel.metadata.deletion_timestamp.is_some(),
+        );
+        self.seen.insert(key, state) != Some(state)
+    }
 }
 
 #[cfg(test)]

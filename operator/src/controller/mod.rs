@@ -2,10 +2,12 @@
 //!
 //! [`cluster`] owns everything a `PushCluster` needs (and re-renders the channel file
 //! whenever one of its `Channel`s changes); [`channel`] reports each `Channel`'s own
-//! status. Both share one [`Context`] and one error policy.
+//! status. Both share one [`Context`] and one error policy, and read what they watch
+//! from in-memory stores; [`triggers`] decides which watch events reconcile what.
 
 pub mod channel;
 pub mod cluster;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,52 +19,13 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use parking_lot::Mutex;
 
+pub use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::scaling::Scaler;
 use crate::stats::StatsReader;
 
 /// Name used as SSA field manager and event reporter.
 pub const MANAGER: &str = "herald-operator";
-
-/// Reconcile failures; every one is retried with backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The API server refused or failed a request.
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// The resource lacks a namespace (cannot happen for namespaced kinds).
-    #[error("object has no namespace")]
-    NoNamespace,
-}
-
-impl Error {
-    /// The condition reason for this failure (CamelCase, as Kubernetes reasons are).
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 422 => "Invalid",
-            Error::Kube(kube::Error::Api(status)) if status.code == 403 => "Forbidden",
-            Error::Kube(kube::Error::Api(_)) => "ApiRefused",
-            Error::Kube(_) => "ApiUnreachable",
-            Error::NoNamespace => "NoNamespace",
-        }
-    }
-
-    /// One readable sentence: the API server's own message rather than a debug dump.
-    pub fn readable(&self) -> String {
-        match self {
-            Error::Kube(e) => crate::secrets::readable(e),
-            Error::NoNamespace => self.to_string(),
-        }
-    }
-
-    /// A short label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-            Error::NoNamespace => "no_namespace",
-        }
-    }
-}
 
 /// Shared state of all reconcilers.
 pub struct Context {

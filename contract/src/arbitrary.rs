@@ -1,4 +1,5 @@
-//! Property-test strategies shared by the modules that encode and decode JSON.
+//! Property-test strategies shared by the modules (here and in `herald-node`) that
+//! encode and decode JSON.
 
 use proptest::prelude::*;
 

@@ -1,9 +1,8 @@
 //! History offsets: `<milliseconds>-<sequence>`, the form Redis stream ids take.
 //!
 //! Offsets of one topic only ever grow, so comparing them tells replayed messages
-//! from live ones and lets every layer drop duplicates.
-
-use std::cmp::Ordering;
+//! from live ones and lets every layer drop duplicates. They are parsed once where
+//! they enter the node (a client frame, a Redis reply) and stay typed from there on.
 
 /// A parsed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -39,9 +38,12 @@ impl std::fmt::Display for Offset {
     }
 }
 
-/// Compares two offset strings; unparsable ones sort first.
-pub fn compare(a: &str, b: &str) -> Ordering {
-    Offset::parse(a).cmp(&Offset::parse(b))
+/// Serializes as its `ms-seq` text, written straight into the output (no string is
+/// built first: envelopes are serialized once per delivered message).
+impl serde::Serialize for Offset {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 #[cfg(test)]
@@ -53,9 +55,22 @@ mod tests {
         assert_eq!(Offset::parse("17-3"), Some(Offset { ms: 17, seq: 3 }));
         assert_eq!(Offset::parse("17"), Some(Offset { ms: 17, seq: 0 }));
         assert_eq!(Offset::parse("x-1"), None);
-        assert_eq!(compare("17-3", "17-10"), Ordering::Less);
-        assert_eq!(compare("18-0", "17-10"), Ordering::Greater);
-        assert_eq!(compare("bad", "0-0"), Ordering::Less);
+        assert_eq!(Offset::parse("1-2-3"), None);
+        assert_eq!(Offset::parse("18446744073709551616-0"), None);
+        assert!(Offset::parse("17-3") < Offset::parse("17-10"));
+        assert!(Offset::parse("18-0") > Offset::parse("17-10"));
         assert_eq!(Offset::parse("5-1").unwrap().next().to_string(), "5-2");
+    }
+
+    #[test]
+    fn serializes_as_its_text() {
+        let offset = Offset {
+            ms: 1_700_000_000_000,
+            seq: 7,
+        };
+        assert_eq!(
+            serde_json::to_string(&offset).unwrap(),
+            r#""1700000000000-7""#
+        );
     }
 }

@@ -1,0 +1,305 @@
+//! The channel file: `{"channels": [ChannelConfig, ...]}`, JSON.
+//!
+//! The operator serializes it from `Channel` resources into the node ConfigMap; the
+//! node deserializes it (`HERALD_CHANNELS`) and serves `GET /api/v1/channels` with the
+//! same fields. Unknown fields are refused, so a typo is reported instead of ignored.
+//! How a node enforces these settings stays in the node.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Messages kept per history stream when the file does not say.
+pub const DEFAULT_CAPACITY: u32 = 100;
+
+/// Seconds messages are kept when the file does not say.
+pub const DEFAULT_EXPIRY_SECS: u64 = 3600;
+
+/// Who may subscribe to a channel and who receives its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Anyone, including anonymous connections where those are allowed.
+    Public,
+    /// Any authenticated user.
+    Authenticated,
+    /// Any authenticated user, but each message reaches only the users it names.
+    User,
+    /// Users whose role claim contains one of the channel's roles.
+    Roles,
+}
+
+/// A publish rate limit: sustained messages per second plus a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Sustained rate.
+    pub per_second: f64,
+    /// Messages allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+/// One channel's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ChannelConfig {
+    /// The channel name clients subscribe to.
+    pub name: String,
+    /// Access mode.
+    pub access: Access,
+    /// Roles admitted when `access` is `roles`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Subscribed at connect time, without a `subscribe` message (legacy clients).
+    #[serde(default)]
+    pub auto_subscribe: bool,
+    /// Message types publishers may send here; empty means any.
+    #[serde(default)]
+    pub allowed_types: Vec<String>,
+    /// Whether messages are kept for recovery.
+    #[serde(default)]
+    pub history: bool,
+    /// Most messages kept per history stream.
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+    /// How long messages are kept, in seconds.
+    #[serde(default = "default_expiry_secs")]
+    pub expiry_secs: u64,
+    /// Clients must acknowledge messages; unacknowledged ones are redelivered.
+    #[serde(default)]
+    pub ack_required: bool,
+    /// Publish rate limit for this channel; none when absent.
+    #[serde(default)]
+    pub publish_rate: Option<RateLimit>,
+}
+
+fn default_capacity() -> u32 {
+    DEFAULT_CAPACITY
+}
+
+fn default_expiry_secs() -> u64 {
+    DEFAULT_EXPIRY_SECS
+}
+
+impl ChannelConfig {
+    /// A channel with the given access and defaults for everything else.
+    pub fn new(name: &str, access: Access) -> Self {
+        Self {
+            name: name.into(),
+            access,
+            roles: Vec::new(),
+            auto_subscribe: false,
+            allowed_types: Vec::new(),
+            history: false,
+            capacity: DEFAULT_CAPACITY,
+            expiry_secs: DEFAULT_EXPIRY_SECS,
+            ack_required: false,
+            publish_rate: None,
+        }
+    }
+
+    /// How long history is kept.
+    pub fn expiry(&self) -> Duration {
+        Duration::from_secs(self.expiry_secs)
+    }
+
+    /// Whether a publisher may send messages of `kind` here.
+    pub fn allows_type(&self, kind: &str) -> bool {
+        self.allowed_types.is_empty() || self.allowed_types.iter().any(|t| t == kind)
+    }
+
+    /// Whether every message must name its recipients.
+    pub fn is_per_user(&self) -> bool {
+        self.access == Access::User
+    }
+}
+
+/// The file format: `{"channels": [ChannelConfig, ...]}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFile {
+    /// Every channel a node serves.
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// The four channels the legacy front end receives without subscribing: what a node
+/// serves without a channel file, and what the operator renders when a PushCluster
+/// keeps `defaultChannels` on (with the cluster's history defaults).
+pub fn legacy_defaults() -> Vec<ChannelConfig> {
+    let channel = |name: &str, access, kind: &str, history| ChannelConfig {
+        auto_subscribe: true,
+        allowed_types: vec![kind.to_owned()],
+        history,
+        ..ChannelConfig::new(name, access)
+    };
+    vec![
+        channel("notifications", Access::User, "notification", true),
+        channel("alerts", Access::Authenticated, "alert", true),
+        channel("orders", Access::User, "order_update", true),
+        channel("materials", Access::Authenticated, "material_update", false),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file exactly as operators before this crate rendered it (`json!` objects,
+    /// keys sorted, default channels without `roles` and `ack_required`).
+    const OLD_OPERATOR_FILE: &str = r#"{
+  "channels": [
+    {
+      "access": "authenticated",
+      "allowed_types": [
+        "alert"
+      ],
+      "auto_subscribe": true,
+      "capacity": 100,
+      "expiry_secs": 3600,
+      "history": true,
+      "name": "alerts"
+    },
+    {
+      "access": "roles",
+      "ack_required": true,
+      "allowed_types": [],
+      "auto_subscribe": false,
+      "capacity": 5,
+      "expiry_secs": 60,
+      "history": true,
+      "name": "CORP\\alice:\"q\"",
+      "publish_rate": {
+        "burst": 3,
+        "per_second": 0.5
+      },
+      "roles": [
+        "sales \\ \"eu\" 🦀"
+      ]
+    }
+  ]
+}"#;
+
+    #[test]
+    fn reads_the_file_older_operators_wrote() {
+        let file: ChannelFile = serde_json::from_str(OLD_OPERATOR_FILE).unwrap();
+        assert_eq!(
+            file.channels,
+            [
+                legacy_defaults().swap_remove(1),
+                ChannelConfig {
+                    roles: vec!["sales \\ \"eu\" 🦀".into()],
+                    history: true,
+                    capacity: 5,
+                    expiry_secs: 60,
+                    ack_required: true,
+                    publish_rate: Some(RateLimit {
+                        per_second: 0.5,
+                        burst: 3
+                    }),
+                    ..ChannelConfig::new("CORP\\alice:\"q\"", Access::Roles)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn writes_every_field_under_the_names_older_nodes_read() {
+        let text = serde_json::to_string(&ChannelFile {
+            channels: vec![ChannelConfig::new("news", Access::Public)],
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"channels":[{"name":"news","access":"public","roles":[],"auto_subscribe":false,"allowed_types":[],"history":false,"capacity":100,"expiry_secs":3600,"ack_required":false,"publish_rate":null}]}"#
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        for text in [
+            r#"{"channels":[{"name":"news","acces":"public"}]}"#,
+            r#"{"channels":[],"chanels":[]}"#,
+            r#"{"channels":[{"name":"news","access":"everyone"}]}"#,
+        ] {
+            assert!(serde_json::from_str::<ChannelFile>(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn legacy_defaults_are_the_front_ends_four_channels() {
+        let defaults = legacy_defaults();
+        let names: Vec<_> = defaults.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["notifications", "alerts", "orders", "materials"]);
+        assert!(defaults.iter().all(|c| c.auto_subscribe));
+        assert!(defaults[0].is_per_user() && defaults[0].allows_type("notification"));
+        assert!(!defaults[0].allows_type("alert"));
+        assert!(!defaults[3].history);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::arbitrary::text;
+
+    fn channel() -> impl Strategy<Value = ChannelConfig> {
+        (
+            crate::channel_name::PATTERN
+                .trim_start_matches('^')
+                .trim_end_matches('$'),
+            prop_oneof![
+                Just(Access::Public),
+                Just(Access::Authenticated),
+                Just(Access::User),
+                Just(Access::Roles)
+            ],
+            vec(text(), 0..3),
+            vec(text(), 0..3),
+            any::<(bool, bool, bool, u32, u64)>(),
+            // Rates in thousandths: serde_json (without `float_roundtrip`) may read a
+            // float with 17 significant digits back one ULP off.
+            proptest::option::of((0u32..1_000_000_000, any::<u32>())),
+        )
+            .prop_map(
+                |(name, access, roles, allowed_types, flags, rate)| ChannelConfig {
+                    name,
+                    access,
+                    roles,
+                    auto_subscribe: flags.0,
+                    allowed_types,
+                    history: flags.1,
+                    capacity: flags.3,
+                    expiry_secs: flags.4,
+                    ack_required: flags.2,
+                    publish_rate: rate.map(|(milli, burst)| RateLimit {
+                        per_second: f64::from(milli) / 1000.0,
+                        burst,
+                    }),
+                },
+            )
+    }
+
+    proptest! {
+        /// The operator renders the file with `to_string_pretty`; a node reads back
+        /// exactly those settings, whatever role names and message types hold.
+        #[test]
+        fn the_channel_file_the_operator_writes_reads_back_the_same(
+            channels in vec(channel(), 0..4),
+        ) {
+            let file = ChannelFile { channels };
+            let text = serde_json::to_string_pretty(&file).unwrap();
+            let read: ChannelFile = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(&read, &file);
+            for c in &read.channels {
+                for kind in &c.allowed_types {
+                    prop_assert!(c.allows_type(kind));
+                }
+            }
+            let again: ChannelFile =
+                serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
+            prop_assert_eq!(again, file);
+        }
+    }
+}
