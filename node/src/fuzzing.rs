@@ -6,11 +6,10 @@
 
 pub use crate::api::CheckedMessage;
 pub use crate::auth::{AuthError, AuthSettings, Authenticator, Identity};
-pub use crate::broker::offset::Offset;
 pub use crate::broker::wire::{decode, encode, split_payload, DecodeError};
-pub use crate::broker::{Message, Target};
 pub use crate::capped::{parse as capped_parse, CappedError};
 pub use crate::jsondepth::exceeds as depth_exceeds;
+pub use crate::message::{Message, Offset, Target};
 pub use crate::protocol::{ClientMessage, ParseError};
 pub use crate::telemetry::propagation::TraceContext;
 
