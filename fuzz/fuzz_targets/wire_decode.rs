@@ -10,9 +10,7 @@
 use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
-use herald_node::fuzzing::{
-    decode, encode, split_payload, Message, Offset, Target, TraceContext,
-};
+use herald_node::fuzzing::{decode, encode, split_payload, Message, Offset, Target, TraceContext};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
@@ -34,12 +32,7 @@ struct Fields {
 fn parts(m: &Message) -> impl PartialEq + std::fmt::Debug + '_ {
     (
         (&*m.id, &*m.channel, &*m.kind, m.data.get()),
-        (
-            &m.target,
-            m.offset,
-            m.accepted_at_micros,
-            &m.trace,
-        ),
+        (&m.target, m.offset, m.accepted_at_micros, &m.trace),
     )
 }
 
@@ -89,7 +82,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let payload = format!(
         "{} {}",
-        sent.offset.map_or_else(|| "-".to_owned(), |o| o.to_string()),
+        sent.offset
+            .map_or_else(|| "-".to_owned(), |o| o.to_string()),
         encode(&sent, &f.origin, sent.trace.as_ref())
     );
     let (offset, json) = split_payload(&payload).unwrap();
