@@ -4,8 +4,20 @@
 //! [`session`] whose [`connection::Membership`] holds its subscriptions with the
 //! [`hub`] and the [`broker`], and the publish [`api`] hands [`message`]s to the
 //! broker, which stores and spreads them across nodes and back into every node's
-//! hub through a [`message::DeliverySink`].
-
+//! hub through a [`message::DeliverySink`]. `ARCHITECTURE.md` walks both paths.
+//!
+//! - Front door: [`server`] (accept, WebSocket upgrade), [`routes`] (the HTTP API's
+//!   router), [`api`] (publish and admin handlers), [`capped`] and [`jsondepth`]
+//!   (limits enforced while parsing), [`auth`] (JWT).
+//! - Connections: [`connection`] (one owner per connection), [`session`] (frame loop,
+//!   subscribe and recovery, delivery cursors), [`protocol`] (the browser protocol),
+//!   [`ratelimit`].
+//! - Fan-out: [`hub`] (local connections and subscriptions), [`message`] (messages,
+//!   targets, topics, offsets), [`broker`] (embedded or Redis Cluster), [`channels`]
+//!   (the channel registry).
+//! - The process: [`node`] (shared state), [`config`], [`presence`] (heartbeats in
+//!   Redis), [`background`] (ordered shutdown of background tasks), [`metrics`],
+//!   [`dev`] (`--dev`), [`fuzzing`] (entry points for `fuzz/`).
 pub mod api;
 #[cfg(test)]
 use herald_contract::arbitrary;

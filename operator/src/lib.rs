@@ -2,7 +2,14 @@
 //! correctly configured Herald nodes, and scales them by connection count.
 //!
 //! Data flows one way: custom resource → desired objects ([`resources`]) → server-side
-//! apply ([`controller`]) → status.
+//! apply ([`controller`]) → status. `ARCHITECTURE.md` walks the path.
+//!
+//! - [`crd`]: the `PushCluster` and `Channel` resources; [`crdgen`] renders them.
+//! - [`resources`]: desired objects as pure functions of the resources.
+//! - [`controller`]: the two reconcilers, their stores and watch triggers.
+//! - [`stats`] (heartbeats and broker health from Redis), [`scaling`] (replicas and
+//!   pod-deletion costs), [`secrets`] (referenced Secrets, read with clear errors).
+//! - [`leader`] (Lease election), [`error`] (the reconcile error), [`metrics`].
 
 pub mod controller;
 pub mod crd;
