@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use herald_e2e::fixture::node::{Client, TestNode};
-use herald_e2e::fixture::redis::RedisCluster;
+use herald_testkit::node::{Client, TestNode};
+use herald_testkit::redis::RedisCluster;
 use serde_json::{json, Value};
 
 /// The stories share two cores with six Redis servers and several nodes each: run
@@ -443,7 +443,7 @@ async fn admins_see_nodes_sessions_and_messages_across_the_cluster() {
             "2",
         ],
     );
-    let key = herald_e2e::fixture::node::API_KEY;
+    let key = herald_testkit::node::API_KEY;
     let mut ann = nodes[0].connect("ann").await;
     let _bob = nodes[1].connect("bob").await;
     ann.assert_alive().await;
@@ -530,7 +530,7 @@ async fn admins_see_nodes_sessions_and_messages_across_the_cluster() {
     // The per-user cap holds across nodes: ann has one connection on node-0.
     let _second = nodes[1].connect("ann").await;
     let (status, body) = nodes[1]
-        .refused(&nodes[1].ws_url(&herald_e2e::fixture::node::token("ann")))
+        .refused(&nodes[1].ws_url(&herald_testkit::node::token("ann")))
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

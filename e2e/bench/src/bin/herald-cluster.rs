@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use herald_e2e::fixture::node::{binary, TestNode};
-use herald_e2e::fixture::redis::RedisCluster;
+use herald_testkit::node::{binary, TestNode};
+use herald_testkit::redis::RedisCluster;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Runs a Redis Cluster and several herald-node processes on loopback until interrupted.

@@ -20,8 +20,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio::time::{sleep, Instant};
 
 use super::{stop_by_pid, RunDir};
-use crate::bench::adapter::{TargetKind, TargetSpec};
-use crate::fixture::redis::RedisServer;
+use crate::adapter::{TargetKind, TargetSpec};
+use herald_testkit::redis::RedisServer;
 
 /// How long daphne may take to import Django and listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -193,7 +193,7 @@ impl Drop for LegacyPeer {
 /// `e2e/peers/legacy` (or `HERALD_LEGACY_APP`).
 pub fn app_dir() -> PathBuf {
     std::env::var_os("HERALD_LEGACY_APP").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/legacy"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/legacy"),
         PathBuf::from,
     )
 }

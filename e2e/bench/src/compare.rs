@@ -38,8 +38,8 @@ use super::peers::centrifugo::{self, CentrifugoOptions, CentrifugoPeer, Engine};
 use super::peers::legacy::{LegacyOptions, LegacyPeer};
 use super::report::{LoadFigures, Report};
 use super::run;
-use crate::fixture::node::TestNode;
-use crate::fixture::redis::RedisCluster;
+use herald_testkit::node::TestNode;
+use herald_testkit::redis::RedisCluster;
 
 /// Secret and key the Herald nodes are started with (loopback only, per run).
 const HERALD_SECRET: &str = "compare-herald-jwt-secret";
@@ -383,7 +383,7 @@ pub async fn compare(args: &CompareArgs) -> Result<Results> {
     let node_bin = args
         .node_bin
         .clone()
-        .unwrap_or_else(crate::fixture::node::binary);
+        .unwrap_or_else(herald_testkit::node::binary);
     if args.servers.contains(&Server::Herald) && !node_bin.exists() {
         bail!(
             "{} not found: cargo build --release -p herald-node (or pass --node-bin)",

@@ -1,5 +1,9 @@
 //! `herald-bench`: connection, memory and delivery load measurements for push servers.
 //!
+//! The binaries in `src/bin` (`herald-bench`, `herald-cluster`) are thin entry points, so the
+//! pieces stay unit-testable as a library; the real processes they start (Redis, nodes) come
+//! from `herald-testkit`.
+//!
 //! The tool is split so that each module has one job:
 //!
 //! - [`cli`]: command-line surface (scenarios and their flags).
@@ -18,7 +22,8 @@
 //!   comparison.
 //! - [`ramp`]: the rate search used by `--find-max`.
 //! - [`rss`]: reading a server's resident memory from `/proc`.
-//! - [`cpu`]: reading processes' CPU time from `/proc` (server nodes, Redis).
+//! - [`cpu`]: reading processes' CPU time from `/proc` (server nodes, Redis); shared with the
+//!   test kit's Redis fixture, so it lives there.
 //! - [`report`]: the figures, their table and their JSON line.
 //! - [`compare`]: `compare`, the same workloads against Herald and its peers, as ratios.
 //! - [`chart`]: the PNG chart of a comparison.
@@ -29,7 +34,7 @@ pub mod chart;
 pub mod cli;
 pub mod client;
 pub mod compare;
-pub mod cpu;
+pub use herald_testkit::cpu;
 pub mod ipc;
 pub mod net;
 pub mod payload;

@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
 use super::{stop_by_pid, RunDir};
-use crate::bench::adapter::centrifugo::{GROUP_NAMESPACE, PERSONAL_NAMESPACE};
-use crate::bench::adapter::{TargetKind, TargetSpec};
+use crate::adapter::centrifugo::{GROUP_NAMESPACE, PERSONAL_NAMESPACE};
+use crate::adapter::{TargetKind, TargetSpec};
 
 /// How long Centrifugo may take to answer `/health`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -233,7 +233,7 @@ pub async fn install() -> Result<PathBuf> {
 
 async fn build() -> Result<PathBuf> {
     if std::env::var_os("HERALD_CENTRIFUGO_BIN").is_none() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/centrifugo/build.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers/centrifugo/build.sh");
         let mut command = tokio::process::Command::new("bash");
         command
             .arg(&script)

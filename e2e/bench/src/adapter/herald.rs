@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{HttpCall, Inbound, Publication, Stream, Target, TargetSpec, WsTarget};
-use crate::bench::payload::Payload;
+use crate::payload::Payload;
 
 /// Channel used for broadcast measurements.
 pub const BROADCAST_CHANNEL: &str = "alerts";

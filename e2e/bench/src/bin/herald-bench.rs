@@ -1,10 +1,10 @@
-//! `herald-bench`: load tool for Herald-protocol push servers. See [`herald_e2e::bench`].
+//! `herald-bench`: load tool for Herald-protocol push servers. See [`herald_bench`].
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use herald_e2e::bench::cli::{Cli, Scenario};
-use herald_e2e::bench::{run, worker};
+use herald_bench::cli::{Cli, Scenario};
+use herald_bench::{run, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
-                r = herald_e2e::bench::compare::compare(args) => r,
+                r = herald_bench::compare::compare(args) => r,
                 _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
                 _ = term.recv() => Err(anyhow::anyhow!("terminated")),
             }

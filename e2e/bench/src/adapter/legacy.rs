@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{HttpCall, Inbound, Publication, Stream, Target, TargetSpec, WsTarget};
-use crate::bench::payload::Payload;
+use crate::payload::Payload;
 
 /// Users per shared group.
 pub const GROUP_SIZE: u64 = 10;

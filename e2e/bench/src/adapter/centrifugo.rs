@@ -7,7 +7,7 @@
 //! several messages into one WebSocket frame, separated by newlines, so the adapter
 //! classifies every line of a frame ([`Target::each_message`]).
 //!
-//! Channels (see [`crate::bench::peers::centrifugo`] for the namespaces that allow them):
+//! Channels (see [`crate::peers::centrifugo`] for the namespaces that allow them):
 //! - broadcast: `alerts`, which every client subscribes to;
 //! - personal: `personal:#<user>`, a user-limited channel only that user may join, plus the
 //!   user's shared group `group:<n>` of ten consecutive users ([`group_of`]).
@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 
 use super::legacy::group_of;
 use super::{HttpCall, Inbound, Publication, Stream, Target, TargetSpec, WsTarget};
-use crate::bench::payload::Payload;
+use crate::payload::Payload;
 
 /// Channel every client subscribes to for broadcast measurements.
 pub const BROADCAST_CHANNEL: &str = "alerts";

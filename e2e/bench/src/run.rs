@@ -580,7 +580,7 @@ async fn find_max(ctx: &mut LoadRunner<'_>, start: f64) -> Result<FindMaxFigures
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::stats::{Counts, RunSample};
+    use crate::stats::{Counts, RunSample};
 
     #[test]
     fn splits_evenly() {
