@@ -1,7 +1,4 @@
-//! Herald end-to-end tooling.
+//! Herald's end-to-end stories: each file in `tests/` tells one story against real processes.
 //!
-//! [`bench`] holds the `herald-bench` load tool; the binary in `src/bin` is only a thin
-//! entry point so the pieces stay unit-testable as a library.
-
-pub mod bench;
-pub mod fixture;
+//! This library is empty on purpose; the stories use `herald-testkit` (the fixtures) and
+//! `herald-bench` (its WebSocket clients and peers) as dev-dependencies.

@@ -18,14 +18,14 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use herald_e2e::fixture::browser::{Browser, Launch};
-use herald_e2e::fixture::ingress::{
+use herald_testkit::browser::{Browser, Launch};
+use herald_testkit::ingress::{
     ClusterIngress, ClusterOptions, Config, Ingress, Listen, PodNetwork, Server,
 };
-use herald_e2e::fixture::kube::{apply, ControlPlane};
-use herald_e2e::fixture::legacy_page::{load_page, open_page, pushes, web_dir, PAGE_WAIT, PUSHES};
-use herald_e2e::fixture::node::TestNode;
-use herald_e2e::fixture::tls::TestCa;
+use herald_testkit::kube::{apply, ControlPlane};
+use herald_testkit::legacy_page::{load_page, open_page, pushes, web_dir, PAGE_WAIT, PUSHES};
+use herald_testkit::node::TestNode;
+use herald_testkit::tls::TestCa;
 use serde_json::{json, Value};
 
 /// The name the browser uses for the ingress.

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
-use herald_e2e::fixture::helm::{self, chart_dir, offline, parse_documents, template};
-use herald_e2e::fixture::kube::{get_json, ControlPlane};
+use herald_testkit::helm::{self, chart_dir, offline, parse_documents, template};
+use herald_testkit::kube::{get_json, ControlPlane};
 use serde_json::{json, Value};
 
 /// The release and namespace operator/deploy/rbac.yaml is written for.
@@ -132,7 +132,7 @@ async fn typos_and_wrong_types_in_values_are_refused_by_the_schema() -> Result<(
 
 #[tokio::test]
 async fn the_values_the_system_stories_pass_become_operator_flags() -> Result<()> {
-    // Exactly what e2e/src/fixture/stack.rs installs the chart with.
+    // Exactly what e2e/kit/src/stack.rs installs the chart with.
     let objects = template(
         RELEASE,
         NAMESPACE,

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use herald_e2e::fixture::node::{Client, TestNode};
-use herald_e2e::fixture::redis::RedisCluster;
+use herald_testkit::node::{Client, TestNode};
+use herald_testkit::redis::RedisCluster;
 use serde_json::{json, Value};
 
 /// The stories share two cores with six Redis servers and several nodes each: run
@@ -39,13 +39,21 @@ async fn collect(client: &mut Client, kind: &str, want: usize) -> Vec<Value> {
     got
 }
 
-/// Writes a channel file for `story` (one directory per story and test process).
-fn channel_file(story: &str, channels: Value) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("herald-e2e-{story}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("channels.json");
+/// A channel file in a fresh directory of its own, removed when the story ends.
+struct ChannelFile {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+/// Writes a channel file for `story`.
+fn channel_file(story: &str, channels: Value) -> ChannelFile {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("herald-e2e-{story}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("channels.json");
     std::fs::write(&path, json!({"channels": channels}).to_string()).unwrap();
-    path
+    ChannelFile { _dir: dir, path }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +186,11 @@ async fn a_client_whose_gap_was_trimmed_away_is_told_so_and_gets_what_is_kept() 
     let cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
-    let nodes = start_nodes(&cluster, 2, &["--channels", channels.to_str().unwrap()]);
+    let nodes = start_nodes(
+        &cluster,
+        2,
+        &["--channels", channels.path.to_str().unwrap()],
+    );
     // Five ticks into a history of three: ticks 1 and 2 are trimmed away.
     let mut offsets = Vec::new();
     for n in 1..=5 {
@@ -232,7 +244,11 @@ async fn offline_users_get_queued_messages_and_unacked_ones_come_back_on_any_nod
     let cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
-    let nodes = start_nodes(&cluster, 2, &["--channels", channels.to_str().unwrap()]);
+    let nodes = start_nodes(
+        &cluster,
+        2,
+        &["--channels", channels.path.to_str().unwrap()],
+    );
     for n in 1..=3 {
         let (status, _) = nodes[0]
             .publish(&json!({"channel": "orders", "type": "order_update", "users": ["bob"], "data": {"n": n}}))
@@ -294,7 +310,7 @@ async fn killing_a_redis_master_loses_no_acknowledged_publish() {
     let nodes = std::sync::Arc::new(start_nodes(
         &cluster,
         2,
-        &["--channels", channels.to_str().unwrap()],
+        &["--channels", channels.path.to_str().unwrap()],
     ));
     let mut watcher = nodes[1].connect("watcher").await;
     watcher.assert_alive().await;
@@ -443,7 +459,7 @@ async fn admins_see_nodes_sessions_and_messages_across_the_cluster() {
             "2",
         ],
     );
-    let key = herald_e2e::fixture::node::API_KEY;
+    let key = herald_testkit::node::API_KEY;
     let mut ann = nodes[0].connect("ann").await;
     let _bob = nodes[1].connect("bob").await;
     ann.assert_alive().await;
@@ -530,7 +546,7 @@ async fn admins_see_nodes_sessions_and_messages_across_the_cluster() {
     // The per-user cap holds across nodes: ann has one connection on node-0.
     let _second = nodes[1].connect("ann").await;
     let (status, body) = nodes[1]
-        .refused(&nodes[1].ws_url(&herald_e2e::fixture::node::token("ann")))
+        .refused(&nodes[1].ws_url(&herald_testkit::node::token("ann")))
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -572,7 +588,11 @@ async fn users_and_types_json_must_escape_get_their_messages_on_every_node_and_o
     let cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
-    let nodes = start_nodes(&cluster, 2, &["--channels", channels.to_str().unwrap()]);
+    let nodes = start_nodes(
+        &cluster,
+        2,
+        &["--channels", channels.path.to_str().unwrap()],
+    );
     let (a, b) = (&nodes[0], &nodes[1]);
     let publish = |user: &str, n: u64| {
         let body = json!({"channel": "inbox", "type": kind, "users": [user],
@@ -662,7 +682,11 @@ async fn a_resuming_user_gets_each_offset_once_and_unacked_tasks_back_on_the_oth
     let cluster = RedisCluster::start(3, 1)
         .await
         .expect("Redis Cluster starts");
-    let nodes = start_nodes(&cluster, 2, &["--channels", channels.to_str().unwrap()]);
+    let nodes = start_nodes(
+        &cluster,
+        2,
+        &["--channels", channels.path.to_str().unwrap()],
+    );
     let alice = "alice's 🦀 desk";
     let order = |n: u64| json!({"channel": "orders", "type": "order_update", "users": [alice], "data": {"n": n}});
     let task =

@@ -6,8 +6,8 @@
 //! stories in `browser_ingress.rs` prove.
 
 use anyhow::{Context, Result};
-use herald_e2e::fixture::ingress::{Config, Ingress, Listen, Server};
-use herald_e2e::fixture::node::{token, Client, TestNode};
+use herald_testkit::ingress::{Config, Ingress, Listen, Server};
+use herald_testkit::node::{token, Client, TestNode};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

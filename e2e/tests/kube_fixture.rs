@@ -9,7 +9,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use herald_e2e::fixture::kube::ControlPlane;
+use herald_testkit::kube::ControlPlane;
 
 /// Polls `check` until it answers `true`, failing after `limit`.
 async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<Duration>

@@ -1,17 +1,17 @@
 //! A platform team runs Herald on a cluster whose pods really run: a real kube-apiserver,
 //! etcd and kube-controller-manager (built from Go modules by e2e/k8s/build.sh), the real
-//! operator, a real Redis, and the kubelet stand-in (`fixture::kubelet`) turning every
+//! operator, a real Redis, and the kubelet stand-in (`herald_testkit::kubelet`) turning every
 //! Pod the controllers create into a real `herald-node` or `herald-operator` process on its
 //! own loopback address. Nothing is started by hand that a cluster would start itself.
 
 use std::time::Duration;
 
-use herald_e2e::fixture::eventually;
-use herald_e2e::fixture::kube::{apply, get_json, ControlPlane};
-use herald_e2e::fixture::kubelet::{Kubelet, RunningPod, NODE_NAME};
-use herald_e2e::fixture::node::{token, Client, Ending, API_KEY, SECRET};
-use herald_e2e::fixture::operator::OperatorProcess;
-use herald_e2e::fixture::redis::RedisServer;
+use herald_testkit::eventually;
+use herald_testkit::kube::{apply, get_json, ControlPlane};
+use herald_testkit::kubelet::{Kubelet, RunningPod, NODE_NAME};
+use herald_testkit::node::{token, Client, Ending, API_KEY, SECRET};
+use herald_testkit::operator::OperatorProcess;
+use herald_testkit::redis::RedisServer;
 use serde_json::{json, Value};
 
 /// Control planes are heavy on two cores: one story at a time.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use herald_e2e::fixture::node::TestNode;
-use herald_e2e::fixture::redis::RedisServer;
+use herald_testkit::node::TestNode;
+use herald_testkit::redis::RedisServer;
 
 /// Whether `key` exists.
 async fn exists(redis: &RedisServer, key: &str) -> bool {

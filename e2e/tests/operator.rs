@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use herald_e2e::fixture::audit;
-use herald_e2e::fixture::eventually;
-use herald_e2e::fixture::kube::{apply, get_json, ControlPlane};
-use herald_e2e::fixture::node::{TestNode, API_KEY, SECRET};
-use herald_e2e::fixture::operator::OperatorProcess;
-use herald_e2e::fixture::proxy::TcpProxy;
-use herald_e2e::fixture::redis::RedisServer;
+use herald_testkit::audit;
+use herald_testkit::eventually;
+use herald_testkit::kube::{apply, get_json, ControlPlane};
+use herald_testkit::node::{TestNode, API_KEY, SECRET};
+use herald_testkit::operator::OperatorProcess;
+use herald_testkit::proxy::TcpProxy;
+use herald_testkit::redis::RedisServer;
 use serde_json::{json, Value};
 
 /// Control planes are heavy on two cores: one story at a time.

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use herald_e2e::fixture::eventually;
-use herald_e2e::fixture::kube::{apply, bin_dir, get_json, ControlPlane, KUBECTL_TIMEOUT};
-use herald_e2e::fixture::node::{API_KEY, SECRET};
-use herald_e2e::fixture::operator::OperatorProcess;
-use herald_e2e::fixture::redis::RedisServer;
+use herald_testkit::eventually;
+use herald_testkit::kube::{apply, bin_dir, get_json, ControlPlane, KUBECTL_TIMEOUT};
+use herald_testkit::node::{API_KEY, SECRET};
+use herald_testkit::operator::OperatorProcess;
+use herald_testkit::redis::RedisServer;
 use serde_json::{json, Value};
 
 /// The tenant namespace of the story.

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use herald_e2e::fixture::eventually;
-use herald_e2e::fixture::kube::{apply, get_json, ControlPlane};
-use herald_e2e::fixture::node::{API_KEY, SECRET};
-use herald_e2e::fixture::operator::OperatorProcess;
+use herald_testkit::eventually;
+use herald_testkit::kube::{apply, get_json, ControlPlane};
+use herald_testkit::node::{API_KEY, SECRET};
+use herald_testkit::operator::OperatorProcess;
 use serde_json::{json, Value};
 
 /// Control planes are heavy on two cores: one story at a time.

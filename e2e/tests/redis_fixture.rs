@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use herald_e2e::fixture::redis::{redis_cli, NodeInfo, RedisCluster, RedisServer, Role};
+use herald_testkit::redis::{redis_cli, NodeInfo, RedisCluster, RedisServer, Role};
 
 /// Finds a key whose hash slot `node` serves, by asking the cluster with CLUSTER KEYSLOT.
 async fn key_served_by(node: &NodeInfo) -> Result<String> {

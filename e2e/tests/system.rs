@@ -16,18 +16,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use herald_e2e::fixture::browser::{Browser, Launch};
-use herald_e2e::fixture::follower::Follower;
-use herald_e2e::fixture::helm;
-use herald_e2e::fixture::jaeger::TraceQuery;
-use herald_e2e::fixture::kube::get_json;
-use herald_e2e::fixture::legacy_page::{open_page, pushes, PAGE_WAIT, PUSHES};
-use herald_e2e::fixture::node::{token, token_with};
-use herald_e2e::fixture::stack::{
+use herald_testkit::browser::{Browser, Launch};
+use herald_testkit::follower::Follower;
+use herald_testkit::helm;
+use herald_testkit::jaeger::TraceQuery;
+use herald_testkit::kube::get_json;
+use herald_testkit::legacy_page::{open_page, pushes, PAGE_WAIT, PUSHES};
+use herald_testkit::node::{token, token_with};
+use herald_testkit::stack::{
     channel_object, channel_on, summary, Stack, StackOptions, HOST, NODE_PODS, OPERATOR_PODS,
     SETTLE, SYSTEM_NAMESPACE,
 };
-use herald_e2e::fixture::{eventually, kube::apply};
+use herald_testkit::{eventually, kube::apply};
 use serde_json::{json, Value};
 
 /// Whole stacks are heavy on two cores: one story at a time.
@@ -309,7 +309,7 @@ async fn s3_kubectl_apply_changes_a_channel_on_running_nodes_without_restarts() 
     let refusal = carol.recv_type("error").await;
     assert_eq!(refusal["code"], "forbidden", "{refusal}");
     let ops = token_with(json!({"user_id": "olga", "roles": ["ops"],
-                                "exp": herald_e2e::fixture::node::now() + 3600}));
+                                "exp": herald_testkit::node::now() + 3600}));
     let mut olga = stack.endpoint.connect(&ops).await?;
     olga.send_json(json!({"type": "subscribe", "channels": ["ticker"]}))
         .await;

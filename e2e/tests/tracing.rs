@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use herald_e2e::fixture::eventually;
-use herald_e2e::fixture::jaeger::{Jaeger, Span, Trace, TraceQuery};
-use herald_e2e::fixture::kube::{apply, ControlPlane};
-use herald_e2e::fixture::node::TestNode;
-use herald_e2e::fixture::operator::OperatorProcess;
-use herald_e2e::fixture::redis::RedisCluster;
+use herald_testkit::eventually;
+use herald_testkit::jaeger::{Jaeger, Span, Trace, TraceQuery};
+use herald_testkit::kube::{apply, ControlPlane};
+use herald_testkit::node::TestNode;
+use herald_testkit::operator::OperatorProcess;
+use herald_testkit::redis::RedisCluster;
 use serde_json::json;
 
 /// Jaeger, six Redis servers and two nodes (or a control plane) share two cores:

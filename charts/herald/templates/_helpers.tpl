@@ -58,7 +58,7 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
-{{/* Selector labels of the operator pods (e2e/src/fixture/stack.rs selects on the name). */}}
+{{/* Selector labels of the operator pods (e2e/kit/src/stack.rs selects on the name). */}}
 {{- define "herald.operator.selectorLabels" -}}
 app.kubernetes.io/name: herald-operator
 app.kubernetes.io/instance: {{ .Release.Name }}

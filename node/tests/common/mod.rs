@@ -1,3 +1,3 @@
-//! The shared node-process fixture (see `herald_e2e::fixture::node`).
+//! The shared node-process fixture (see `herald_testkit::node`).
 
-pub use herald_e2e::fixture::node::*;
+pub use herald_testkit::node::*;
