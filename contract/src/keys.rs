@@ -68,6 +68,12 @@ impl Topic<'_> {
     }
 }
 
+/// The record of a publish made with idempotency key `key` on `channel`. It shares the
+/// channel's hash tag, so purging the channel removes it too.
+pub fn idempotency(channel: &str, key: &str) -> String {
+    format!("herald:{{c:{channel}}}:idem:{key}")
+}
+
 /// `SCAN` patterns covering every key of `channel`: its own keys, and every per-user
 /// key of it. A per-user pattern also covers a channel named `{channel}:...`'s
 /// per-user keys.
@@ -145,6 +151,7 @@ mod tests {
                     channel,
                     user: Some(user),
                 }));
+                keys.push(idempotency(channel, user));
             }
             for key in &keys {
                 assert!(covered(channel, key), "{channel}: {key}");
@@ -152,10 +159,12 @@ mod tests {
         }
         for (channel, other) in [("drops", "drops2"), ("drops", "drop"), ("drops2", "drops")] {
             for user in [None, Some("alice")] {
-                for key in topic_keys(Topic {
+                let mut keys = topic_keys(Topic {
                     channel: other,
                     user,
-                }) {
+                });
+                keys.push(idempotency(other, "order-42"));
+                for key in keys {
                     assert!(!covered(channel, &key), "{channel} purges {key}");
                 }
             }

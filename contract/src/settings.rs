@@ -59,6 +59,8 @@ pub const MAX_MESSAGE_BYTES: &str = "HERALD_MAX_MESSAGE_BYTES";
 pub const MAX_PUBLISH_BYTES: &str = "HERALD_MAX_PUBLISH_BYTES";
 /// Most messages in one publish batch (a JSON array body).
 pub const MAX_BATCH: &str = "HERALD_MAX_BATCH";
+/// How long a publish's idempotency key is remembered, per channel.
+pub const IDEMPOTENCY_WINDOW: &str = "HERALD_IDEMPOTENCY_WINDOW";
 /// Most recipients (`users`) of one published message.
 pub const MAX_USERS_PER_MESSAGE: &str = "HERALD_MAX_USERS_PER_MESSAGE";
 /// Deepest nesting of arrays and objects in a published message's `data`.
@@ -114,6 +116,7 @@ pub const ALL: &[&str] = &[
     MAX_MESSAGE_BYTES,
     MAX_PUBLISH_BYTES,
     MAX_BATCH,
+    IDEMPOTENCY_WINDOW,
     MAX_USERS_PER_MESSAGE,
     MAX_DATA_DEPTH,
     INBOUND_RATE,

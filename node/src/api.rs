@@ -16,8 +16,11 @@ use tracing::Instrument;
 
 use crate::auth::claim_as_id;
 use crate::capped::{self, CappedError};
+use crate::channels::ChannelConfig;
+use crate::idempotency::{self, Claim, ClaimError, Outcome};
 use crate::message::{unix_micros, Message, Offset, Target, Topic};
 use crate::node::Node;
+use crate::ChannelName;
 
 /// The response body type used by every handler.
 pub type Body = Full<Bytes>;
@@ -79,6 +82,13 @@ pub enum PublishError {
     /// The broker could not accept the message; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
+    /// The idempotency key is empty, too long or not text.
+    #[error("{0}")]
+    InvalidIdempotencyKey(#[from] idempotency::KeyError),
+    /// The idempotency key was used for a different request, or its first publish is
+    /// still in flight.
+    #[error("{0}")]
+    Idempotency(#[from] idempotency::ClaimError),
 }
 
 impl PublishError {
@@ -96,6 +106,18 @@ impl PublishError {
             PublishError::TooManyUsers(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_users"),
             PublishError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable"),
+            PublishError::InvalidIdempotencyKey(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_idempotency_key")
+            }
+            PublishError::Idempotency(ClaimError::Reused(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            PublishError::Idempotency(ClaimError::InFlight) => {
+                (StatusCode::CONFLICT, "idempotency_key_in_flight")
+            }
+            PublishError::Idempotency(ClaimError::Broker(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
+            }
         }
     }
 
@@ -116,6 +138,9 @@ struct PublishRequest<'a> {
     /// Parsed later, against the recipient limit.
     #[serde(default, borrow)]
     users: Option<&'a RawValue>,
+    /// Makes a repeat of this request within the window answer the first result.
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 /// What a successful publish returns.
@@ -128,6 +153,9 @@ pub struct Published {
     /// History offsets, per recipient user or for the channel.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub offsets: Vec<String>,
+    /// Whether this answers a repeat of an idempotent publish (nothing was published).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// Checks the `Authorization: Bearer <api key>` header in constant time.
@@ -169,9 +197,21 @@ pub fn unauthorized() -> Response<Body> {
     response
 }
 
-/// Handles a publish body (already size-limited and authorized by the router).
-pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
+/// Handles a publish body (already size-limited and authorized by the router) with
+/// the `Idempotency-Key` header's value, if any.
+pub async fn publish(
+    node: &Arc<Node>,
+    body: &[u8],
+    header_key: Option<Result<&str, idempotency::KeyError>>,
+) -> Response<Body> {
     if is_batch(body) {
+        if header_key.is_some() {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the Idempotency-Key header applies to a single message: give each batch item its own \"idempotency_key\"",
+            );
+        }
         let max = node.config.max_batch;
         let items: Vec<&RawValue> = match capped::parse(body, max) {
             Ok(items) => items,
@@ -193,7 +233,7 @@ pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             let result = match parse_request(item.get().as_bytes()) {
-                Ok(request) => publish_one(node, request).await,
+                Ok(request) => publish_one(node, request, None).await,
                 Err(e) => Err(e),
             };
             results.push(match result {
@@ -203,9 +243,10 @@ pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Response<Body> {
         }
         return json_response(StatusCode::OK, &json!({ "results": results }));
     }
-    let result = match parse_request(body) {
-        Ok(request) => publish_one(node, request).await,
-        Err(e) => Err(e),
+    let result = match (parse_request(body), header_key.transpose()) {
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(e.into()),
+        (Ok(request), Ok(header_key)) => publish_one(node, request, header_key).await,
     };
     match result {
         Ok(published) => json_response(StatusCode::OK, &published),
@@ -231,8 +272,20 @@ fn parse_request(body: &[u8]) -> Result<PublishRequest<'_>, PublishError> {
 
 async fn publish_one(
     node: &Arc<Node>,
-    request: PublishRequest<'_>,
+    mut request: PublishRequest<'_>,
+    header_key: Option<&str>,
 ) -> Result<Published, PublishError> {
+    let key = match (request.idempotency_key.take(), header_key) {
+        (Some(field), Some(header)) if field != header => {
+            return Err(PublishError::BadRequest(
+                "the Idempotency-Key header and \"idempotency_key\" differ; send one".into(),
+            ))
+        }
+        (field, header) => field.or_else(|| header.map(str::to_owned)),
+    };
+    if let Some(key) = &key {
+        idempotency::validate(key)?;
+    }
     let channels = node.channels.snapshot();
     let (channel, config) = channels
         .get(&request.channel)
@@ -251,6 +304,61 @@ async fn publish_one(
     if config.is_per_user() && users.as_ref().is_none_or(Vec::is_empty) {
         return Err(PublishError::UsersRequired(request.channel));
     }
+    let claimed = match &key {
+        None => None,
+        Some(key) => {
+            let fingerprint = idempotency::fingerprint(
+                channel,
+                &request.kind,
+                users.as_deref(),
+                request.data.get(),
+            );
+            let window = node.config.idempotency_window;
+            match idempotency::claim(&*node.broker, channel, key, &fingerprint, window).await? {
+                Claim::Done(outcome) => {
+                    node.metrics.idempotent_repeats.inc();
+                    return Ok(Published {
+                        id: outcome.id,
+                        delivered_locally: 0,
+                        offsets: outcome.offsets,
+                        duplicate: true,
+                    });
+                }
+                Claim::Fresh => Some((key.as_str(), fingerprint)),
+            }
+        }
+    };
+    let result = publish_claimed(node, channel, config, request, users).await;
+    if let Some((key, fingerprint)) = claimed {
+        let window = node.config.idempotency_window;
+        let recorded = match &result {
+            Ok(published) => {
+                let outcome = Outcome {
+                    id: published.id.clone(),
+                    offsets: published.offsets.clone(),
+                };
+                idempotency::settle(&*node.broker, channel, key, &fingerprint, outcome, window)
+                    .await
+            }
+            // Nothing (or not everything) was published: a retry must publish again.
+            Err(_) => node.broker.release_idempotency_key(channel, key).await,
+        };
+        if let Err(e) = recorded {
+            // The claim expires on its own; until then a repeat waits, then hears 409.
+            tracing::warn!(error = %e, channel = %channel, "cannot record the idempotency outcome");
+        }
+    }
+    result
+}
+
+/// Publishes a checked request whose idempotency key (if any) this node holds.
+async fn publish_claimed(
+    node: &Arc<Node>,
+    channel: &ChannelName,
+    config: &ChannelConfig,
+    request: PublishRequest<'_>,
+    users: Option<Vec<crate::UserId>>,
+) -> Result<Published, PublishError> {
     if !node.allow_publish(channel, config.publish_rate) {
         return Err(PublishError::RateLimited(request.channel));
     }
@@ -299,6 +407,7 @@ async fn publish_one(
             id: id.to_string(),
             delivered_locally: delivered,
             offsets,
+            duplicate: false,
         })
     }
     .instrument(span)

@@ -134,6 +134,11 @@ pub struct Args {
     #[arg(long, env = settings::MAX_BATCH, default_value_t = 1000)]
     pub max_batch: usize,
 
+    /// How long a publish's idempotency key is remembered (per channel): a repeat
+    /// within it answers the first publish's result and publishes nothing.
+    #[arg(long, env = settings::IDEMPOTENCY_WINDOW, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idempotency_window: Duration,
+
     /// Most recipients (`users`) of one published message.
     #[arg(long, env = settings::MAX_USERS_PER_MESSAGE, default_value_t = 1000)]
     pub max_users_per_message: usize,

@@ -29,6 +29,52 @@ pub struct Membership {
     held: Vec<(ChannelName, Topic)>,
 }
 
+/// Why an authenticated connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The user is at the per-user cap, on this node or across the cluster.
+    #[error("{0}")]
+    TooManyConnections(String),
+    /// The auto-subscribe channels could not be joined.
+    #[error("{0}")]
+    BrokerUnavailable(#[from] BrokerError),
+}
+
+impl Refused {
+    /// The stable code sent to the client (HTTP body or `error` frame).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refused::TooManyConnections(_) => "too_many_connections",
+            Refused::BrokerUnavailable(_) => "broker_unavailable",
+        }
+    }
+
+    /// The status a refused upgrade answers with.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Refused::TooManyConnections(_) => http::StatusCode::TOO_MANY_REQUESTS,
+            Refused::BrokerUnavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The close code a connection authenticated by its first frame gets instead:
+    /// 4029 (the HTTP 429 of the query-token form), or 1013 (try again later).
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Refused::TooManyConnections(_) => 4029,
+            Refused::BrokerUnavailable(_) => 1013,
+        }
+    }
+
+    /// The label counted in `herald_connections_rejected_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Refused::TooManyConnections(_) => "user_connection_limit",
+            Refused::BrokerUnavailable(_) => "broker_unavailable",
+        }
+    }
+}
+
 /// The broker topic carrying `channel`'s messages for `identity`.
 pub fn topic_for(channel: &ChannelName, config: &ChannelConfig, identity: &Identity) -> Topic {
     Topic::for_channel(channel, config.is_per_user(), identity.user.as_ref())
@@ -49,6 +95,27 @@ impl Membership {
             counted: false,
             held: Vec::new(),
         };
+        Ok((membership, registration))
+    }
+
+    /// Opens the connection of an authenticated `identity`: registers it, counts it in
+    /// its user's tally and joins its auto-subscribe channels, so that pushes are
+    /// queued for it before the client learns it is connected.
+    pub async fn open(
+        node: Arc<Node>,
+        identity: &Identity,
+    ) -> Result<(Self, Registration), Refused> {
+        let (mut membership, registration) = Self::register(node.clone(), identity.user.clone())
+            .map_err(|e| Refused::TooManyConnections(e.to_string()))?;
+        if let Some(user) = identity.user.as_deref() {
+            if !membership.admit().await {
+                return Err(Refused::TooManyConnections(format!(
+                    "user {user} already has {} open connections in the cluster",
+                    node.config.max_connections_per_user
+                )));
+            }
+        }
+        membership.join_auto_channels(identity).await?;
         Ok((membership, registration))
     }
 

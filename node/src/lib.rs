@@ -7,8 +7,9 @@
 //! hub through a [`message::DeliverySink`]. `ARCHITECTURE.md` walks both paths.
 //!
 //! - Front door: [`server`] (accept, WebSocket upgrade), [`routes`] (the HTTP API's
-//!   router), [`api`] (publish and admin handlers), [`capped`] and [`jsondepth`]
-//!   (limits enforced while parsing), [`auth`] (JWT).
+//!   router), [`api`] (publish and admin handlers), [`idempotency`] (retried
+//!   publishes answered once), [`capped`] and [`jsondepth`] (limits enforced while
+//!   parsing), [`auth`] (JWT).
 //! - Connections: [`connection`] (one owner per connection), [`session`] (frame loop,
 //!   subscribe and recovery, delivery cursors), [`protocol`] (the browser protocol),
 //!   [`ratelimit`].
@@ -32,6 +33,7 @@ pub mod dev;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;
+pub mod idempotency;
 pub mod jsondepth;
 pub mod message;
 pub mod metrics;

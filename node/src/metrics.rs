@@ -93,6 +93,8 @@ pub struct Metrics {
     dropped: Family<ReasonLabel, Counter>,
     /// Client frames received.
     pub inbound: Counter,
+    /// Publishes answered from an idempotency record instead of publishing again.
+    pub idempotent_repeats: Counter,
     /// History writes acknowledged while their Redis shard had no replica.
     pub unreplicated: Counter,
     client_errors: Family<ReasonLabel, Counter>,
@@ -159,6 +161,12 @@ impl Metrics {
             "History writes acknowledged while their Redis shard had no replica to copy them to",
             unreplicated.clone(),
         );
+        let idempotent_repeats = Counter::default();
+        registry.register(
+            "publish_idempotent_repeats",
+            "Publishes that repeated an earlier one's idempotency key and request: answered with its result, nothing published",
+            idempotent_repeats.clone(),
+        );
         let inbound = Counter::default();
         registry.register(
             "client_messages",
@@ -194,6 +202,7 @@ impl Metrics {
             replayed,
             dropped,
             inbound,
+            idempotent_repeats,
             unreplicated,
             client_errors,
             decode_failures,

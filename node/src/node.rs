@@ -1,7 +1,7 @@
 //! The node's shared state, handed to every connection and request.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -58,7 +58,19 @@ pub struct Node {
     /// Cluster presence, when running on Redis.
     pub presence: Option<Arc<Presence>>,
     draining: AtomicBool,
+    /// Upgraded connections still waiting for their first-frame `auth`.
+    awaiting_auth: AtomicUsize,
     publish_limits: Mutex<HashMap<ChannelName, (RateLimit, TokenBucket)>>,
+}
+
+/// A connection counted in [`Node::connection_load`] before it has authenticated.
+#[derive(Debug)]
+pub struct AwaitingAuth(Arc<Node>);
+
+impl Drop for AwaitingAuth {
+    fn drop(&mut self) {
+        self.0.awaiting_auth.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -84,6 +96,7 @@ impl Node {
             metrics: parts.metrics,
             presence: parts.presence,
             draining: AtomicBool::new(false),
+            awaiting_auth: AtomicUsize::new(0),
             publish_limits: Mutex::default(),
         }
     }
@@ -96,6 +109,19 @@ impl Node {
     /// Marks the node as draining.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Open connections, including those not yet authenticated: what the node's
+    /// connection limit counts.
+    pub fn connection_load(&self) -> usize {
+        self.hub.connection_count() + self.awaiting_auth.load(Ordering::Relaxed)
+    }
+
+    /// Counts an upgraded connection awaiting its first-frame `auth` until the
+    /// returned guard is dropped.
+    pub fn await_auth(self: &Arc<Self>) -> AwaitingAuth {
+        self.awaiting_auth.fetch_add(1, Ordering::Relaxed);
+        AwaitingAuth(self.clone())
     }
 
     /// Counts a connection of `user` cluster-wide; false when over the per-user cap.

@@ -32,6 +32,12 @@ pub enum ClientMessage {
         /// Channels the client leaves.
         channels: Vec<String>,
     },
+    /// `{"type":"auth","token":"..."}`: the first frame of a connection opened with
+    /// `?auth=message`; on any other connection (or repeated) it closes with 4003.
+    Auth {
+        /// The JWT.
+        token: String,
+    },
     /// `{"type":"ack","channel":"...","offset":"..."}`: delivery acknowledgement.
     Ack {
         /// Channel of the acknowledged message.
@@ -54,7 +60,7 @@ pub enum ParseError {
     #[error("message must have a string \"type\" field")]
     MissingType,
     /// A type this server does not know.
-    #[error("unknown message type {0:?}; expected one of ping, subscribe, unsubscribe, ack")]
+    #[error("unknown message type {0:?}; expected one of ping, subscribe, unsubscribe, ack, auth")]
     UnknownType(String),
     /// A field has the wrong shape.
     #[error("{0}")]
@@ -89,6 +95,12 @@ impl ClientMessage {
             "unsubscribe" => Ok(Self::Unsubscribe {
                 channels: string_list(&object, "channels")?,
             }),
+            "auth" => match string_field(&object, "token")? {
+                token if token.is_empty() => {
+                    Err(ParseError::BadField("\"token\" must not be empty".into()))
+                }
+                token => Ok(Self::Auth { token }),
+            },
             "ack" => Ok(Self::Ack {
                 channel: string_field(&object, "channel")?,
                 offset: string_field(&object, "offset")?,
@@ -185,6 +197,21 @@ pub enum ServerMessage<'a> {
         /// Per channel: whether every message after the client's `since` offset was replayed.
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         recovered: BTreeMap<&'a str, bool>,
+    },
+    /// Reply to a first-frame `auth` that was accepted.
+    AuthSuccess {
+        /// The authenticated user (absent for an anonymous identity).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<&'a str>,
+    },
+    /// A refused first-frame `auth` (or a connection refused after it): an `error` frame
+    /// whose code is the same string the HTTP refusal would carry (`token_expired`, ...).
+    #[serde(rename = "error")]
+    AuthRefused {
+        /// Machine-readable reason.
+        code: &'a str,
+        /// Human-readable explanation.
+        message: &'a str,
     },
     /// Reply to `unsubscribe`.
     UnsubscriptionSuccess {
@@ -321,6 +348,28 @@ mod tests {
     }
 
     #[test]
+    fn parses_auth_frames_and_refuses_empty_or_missing_tokens() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"auth","token":"a.b\\c\"d"}"#),
+            Ok(ClientMessage::Auth {
+                token: "a.b\\c\"d".into()
+            })
+        );
+        for bad in [
+            r#"{"type":"auth"}"#,
+            r#"{"type":"auth","token":""}"#,
+            r#"{"type":"auth","token":7}"#,
+            r#"{"type":"auth","token":null}"#,
+            r#"{"type":"auth","token":["x"]}"#,
+        ] {
+            assert!(
+                matches!(ClientMessage::parse(bad), Err(ParseError::BadField(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_malformed_frames_with_a_reason() {
         assert!(matches!(
             ClientMessage::parse("{nope"),
@@ -449,8 +498,15 @@ mod properties {
             let ack = json!({"type": "ack", "channel": channel, "offset": offset});
             prop_assert_eq!(
                 ClientMessage::parse(&ack.to_string()),
-                Ok(ClientMessage::Ack { channel, offset })
+                Ok(ClientMessage::Ack { channel: channel.clone(), offset })
             );
+            let auth = json!({"type": "auth", "token": channel});
+            let expected = if channel.is_empty() {
+                Err(ParseError::BadField("\"token\" must not be empty".into()))
+            } else {
+                Ok(ClientMessage::Auth { token: channel })
+            };
+            prop_assert_eq!(ClientMessage::parse(&auth.to_string()), expected);
         }
 
         #[test]
@@ -475,6 +531,14 @@ mod properties {
             let frame = ServerMessage::UnsubscriptionSuccess { channels: &refs }.to_text();
             let v: Value = serde_json::from_str(frame.as_str()).unwrap();
             prop_assert_eq!(&v["channels"], &json!(channels));
+            let frame = ServerMessage::AuthSuccess { user_id: channel.as_deref() }.to_text();
+            let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+            prop_assert_eq!(&v["type"], "auth_success");
+            prop_assert_eq!(v.get("user_id").and_then(Value::as_str), channel.as_deref());
+            let frame = ServerMessage::AuthRefused { code: "token_expired", message: &message }.to_text();
+            let v: Value = serde_json::from_str(frame.as_str()).unwrap();
+            prop_assert_eq!(&v["type"], "error");
+            prop_assert_eq!(&v["message"], &json!(message));
             let frame = ServerMessage::error(ErrorCode::Forbidden, channel.as_deref(), &message);
             let v: Value = serde_json::from_str(frame.as_str()).unwrap();
             prop_assert_eq!(&v["code"], "forbidden");

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::api::{self, error_response, json_response, Query};
 use crate::dev;
+use crate::idempotency;
 use crate::node::Node;
 use crate::telemetry::{propagation, TRACE_TARGET};
 
@@ -102,10 +103,14 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `POST /api/v1/publish`; the body arrives capped at `HERALD_MAX_PUBLISH_BYTES`.
 async fn publish(
     State(node): State<Arc<Node>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response<api::Body> {
+    let key = headers
+        .get("idempotency-key")
+        .map(|value| value.to_str().map_err(|_| idempotency::KeyError::NotText));
     match body {
-        Ok(body) => api::publish(&node, &body).await,
+        Ok(body) => api::publish(&node, &body, key).await,
         Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
             error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,

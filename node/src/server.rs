@@ -29,9 +29,10 @@ use tracing::Instrument;
 use crate::api::{self, error_response, Body, Query};
 use crate::auth::{AuthError, Identity};
 use crate::connection::Membership;
-use crate::node::Node;
+use crate::hub::Registration;
+use crate::node::{AwaitingAuth, Node};
 use crate::routes;
-use crate::session::Session;
+use crate::session::{first_frame, Session};
 
 /// Small buffers keep idle connections cheap: client messages (ping, subscribe, ack) are
 /// small, and larger ones up to the message limit are read in several chunks. The read
@@ -167,7 +168,7 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
             "this node is shutting down; connect again",
         );
     }
-    if node.hub.connection_count() >= node.config.max_connections {
+    if node.connection_load() >= node.config.max_connections {
         node.metrics.reject("node_full");
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -175,86 +176,103 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
             "this node is at its connection limit; connect again",
         );
     }
-    let identity = match authenticate(&node, &req) {
-        Ok(identity) => identity,
-        Err(e) => {
-            node.metrics.reject(e.code());
-            tracing::debug!(%peer, error = %e, "refused connection");
-            return error_response(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
-        }
-    };
-    // Owns the hub registration, broker interest and user count from here on: every
-    // early return below releases them by dropping it.
-    let (mut membership, registration) =
-        match Membership::register(node.clone(), identity.user.clone()) {
-            Ok(registered) => registered,
-            Err(e) => {
-                node.metrics.reject("user_connection_limit");
-                return error_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_connections",
-                    &e.to_string(),
-                );
-            }
-        };
-    if let Some(user) = identity.user.as_deref() {
-        if !membership.admit().await {
-            node.metrics.reject("user_connection_limit");
+    let admitted = match credentials(&req) {
+        Credentials::FirstFrame => Admitted::AwaitingAuth(node.await_auth()),
+        Credentials::Conflicting => {
             return error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                &format!(
-                    "user {user} already has {} open connections in the cluster",
-                    node.config.max_connections_per_user
-                ),
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "auth=message means the token comes in the first frame: do not also send one in the URL or an Authorization header",
             );
         }
-    }
-    if let Err(e) = membership.join_auto_channels(&identity).await {
-        node.metrics.reject("broker_unavailable");
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
-            &e.to_string(),
-        );
-    }
-    let span = tracing::info_span!(
-        "connection",
-        id = registration.id,
-        user = identity.user.as_deref().unwrap_or("-"),
-        %peer
-    );
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let config = WebSocketConfig::default()
-                        .read_buffer_size(READ_BUFFER)
-                        .write_buffer_size(WRITE_BUFFER)
-                        // Room for the largest publishable frame: writes are bounded, never refused.
-                        .max_write_buffer_size(
-                            WRITE_BUFFER + 2 * node.config.max_publish_bytes + 1024,
-                        )
-                        .max_message_size(Some(node.config.max_message_bytes))
-                        .max_frame_size(Some(node.config.max_message_bytes));
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(config),
-                    )
-                    .await;
-                    tracing::debug!("connected");
-                    Session::new(node, ws, identity, registration, membership)
-                        .run()
-                        .await;
-                    tracing::debug!("disconnected");
-                }
+        Credentials::Token(token) => {
+            let identity = match authenticate(&node, token.as_deref()) {
+                Ok(identity) => identity,
                 Err(e) => {
-                    tracing::debug!(error = %e, "upgrade failed");
-                    drop(membership);
+                    node.metrics.reject(e.code());
+                    tracing::debug!(%peer, error = %e, "refused connection");
+                    return error_response(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+                }
+            };
+            // Owns the hub registration, broker interest and user count from here on:
+            // every early return releases them by dropping it.
+            match Membership::open(node.clone(), &identity).await {
+                Ok((membership, registration)) => Admitted::Open {
+                    identity,
+                    membership,
+                    registration,
+                },
+                Err(refused) => {
+                    node.metrics.reject(refused.metric_label());
+                    return error_response(refused.status(), refused.code(), &refused.to_string());
                 }
             }
+        }
+    };
+    let span = match &admitted {
+        Admitted::Open {
+            identity,
+            registration,
+            ..
+        } => tracing::info_span!(
+            "connection",
+            id = registration.id,
+            user = identity.user.as_deref().unwrap_or("-"),
+            %peer
+        ),
+        Admitted::AwaitingAuth(_) => {
+            tracing::info_span!("connection", id = tracing::field::Empty, user = tracing::field::Empty, %peer)
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let upgraded_at = tokio::time::Instant::now();
+    tokio::spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    // Dropping `admitted` releases whatever the connection held.
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let config = WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER)
+                .write_buffer_size(WRITE_BUFFER)
+                // Room for the largest publishable frame: writes are bounded, never refused.
+                .max_write_buffer_size(WRITE_BUFFER + 2 * node.config.max_publish_bytes + 1024)
+                .max_message_size(Some(node.config.max_message_bytes))
+                .max_frame_size(Some(node.config.max_message_bytes));
+            let mut ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            let (identity, membership, registration) = match admitted {
+                Admitted::Open {
+                    identity,
+                    membership,
+                    registration,
+                } => (identity, membership, registration),
+                Admitted::AwaitingAuth(awaiting) => {
+                    let deadline = upgraded_at + node.config.handshake_timeout;
+                    let Some(open) = first_frame::authenticate(&node, &mut ws, deadline).await
+                    else {
+                        return;
+                    };
+                    drop(awaiting);
+                    let span = tracing::Span::current();
+                    span.record("id", open.registration.id);
+                    span.record("user", open.identity.user.as_deref().unwrap_or("-"));
+                    (open.identity, open.membership, open.registration)
+                }
+            };
+            tracing::debug!("connected");
+            Session::new(node, ws, identity, registration, membership)
+                .run()
+                .await;
+            tracing::debug!("disconnected");
         }
         .instrument(span),
     );
@@ -267,14 +285,46 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
         .expect("valid response")
 }
 
-fn authenticate(node: &Node, req: &Request<Incoming>) -> Result<Identity, AuthError> {
+/// What a connection will be admitted with.
+enum Admitted {
+    /// Authenticated from the URL or a header, registered and subscribed.
+    Open {
+        identity: Identity,
+        membership: Membership,
+        registration: Registration,
+    },
+    /// Upgraded first; the client sends its token in its first frame.
+    AwaitingAuth(AwaitingAuth),
+}
+
+/// How the client says who it is.
+enum Credentials {
+    /// A token in the query string or an `Authorization` header, or none at all.
+    Token(Option<String>),
+    /// `?auth=message`: the token comes in the first frame.
+    FirstFrame,
+    /// `?auth=message` together with a token in the URL or a header.
+    Conflicting,
+}
+
+fn credentials(req: &Request<Incoming>) -> Credentials {
     let query = Query::parse(req.uri().query());
+    // The query-string token wins over the header, even when it is invalid.
     let token = query.get("token").filter(|t| !t.is_empty()).or_else(|| {
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(api::bearer_credentials)
     });
+    let token = token.map(str::to_owned);
+    match (query.get("auth") == Some("message"), token) {
+        (false, token) => Credentials::Token(token),
+        (true, None) => Credentials::FirstFrame,
+        (true, Some(_)) => Credentials::Conflicting,
+    }
+}
+
+fn authenticate(node: &Node, token: Option<&str>) -> Result<Identity, AuthError> {
     match token {
         Some(token) => node.auth.verify(token),
         None if node.config.allow_anonymous => Ok(Identity::anonymous()),

@@ -53,6 +53,41 @@ pub struct MemoryBroker {
     interest: Mutex<HashMap<Topic, usize>>,
     streams: Mutex<HashMap<Topic, Stream>>,
     cursors: Mutex<HashMap<(Topic, String), (Offset, Instant)>>,
+    idempotency: Mutex<KeyRecords>,
+}
+
+/// Idempotency records by (channel, key), each with its expiry. Expired records are
+/// swept whenever the map has doubled since the last sweep, so memory stays
+/// proportional to the keys live within the window.
+#[derive(Debug, Default)]
+struct KeyRecords {
+    records: HashMap<(String, String), (String, Instant)>,
+    swept_at_len: usize,
+}
+
+impl KeyRecords {
+    fn live(&mut self, channel: &str, key: &str, now: Instant) -> Option<&mut (String, Instant)> {
+        let id = (channel.to_owned(), key.to_owned());
+        if self
+            .records
+            .get(&id)
+            .is_some_and(|(_, until)| *until <= now)
+        {
+            self.records.remove(&id);
+        }
+        self.records.get_mut(&id)
+    }
+
+    fn insert(&mut self, channel: &str, key: &str, record: &str, until: Instant, now: Instant) {
+        if self.records.len() >= 2 * self.swept_at_len.max(512) {
+            self.records.retain(|_, (_, until)| *until > now);
+            self.swept_at_len = self.records.len();
+        }
+        self.records.insert(
+            (channel.to_owned(), key.to_owned()),
+            (record.to_owned(), until),
+        );
+    }
 }
 
 impl MemoryBroker {
@@ -173,6 +208,52 @@ impl Broker for MemoryBroker {
             *entry = (offset, expires);
         }
         drop(cursors);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn claim_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        record: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        let now = Instant::now();
+        let mut records = self.idempotency.lock();
+        let existing = match records.live(channel, key, now) {
+            Some((existing, _)) => Some(existing.clone()),
+            None => {
+                records.insert(channel, key, record, now + ttl, now);
+                None
+            }
+        };
+        drop(records);
+        Box::pin(async { Ok(existing) })
+    }
+
+    fn settle_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        record: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let now = Instant::now();
+        self.idempotency
+            .lock()
+            .insert(channel, key, record, now + ttl, now);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn release_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.idempotency
+            .lock()
+            .records
+            .remove(&(channel.to_owned(), key.to_owned()));
         Box::pin(async { Ok(()) })
     }
 }

@@ -11,6 +11,7 @@ pub mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::channels::ChannelConfig;
 use crate::message::{Message, Offset, Topic};
@@ -90,5 +91,32 @@ pub trait Broker: Send + Sync + 'static {
         user: &'a str,
         offset: Offset,
         channel: &'a ChannelConfig,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Stores `record` under idempotency key `key` of `channel` for `ttl`, unless a
+    /// record is already there: then nothing changes and that record is returned.
+    /// Atomic across nodes: of two claims of one key, exactly one gets `None`.
+    fn claim_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        record: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>>;
+
+    /// Replaces the record of a key this node claimed, keeping it for `ttl`.
+    fn settle_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        record: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Forgets a key whose publish failed, so that a retry publishes.
+    fn release_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
 }

@@ -689,6 +689,72 @@ impl Broker for RedisBroker {
                 .map_err(unavailable)
         })
     }
+
+    fn claim_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        record: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        Box::pin(async move {
+            // SET NX GET (Redis 7.0+): sets only when absent and returns what was there,
+            // in one command, so two nodes claiming one key cannot both win.
+            self.inner
+                .client
+                .set::<Option<String>, _, _>(
+                    herald_contract::keys::idempotency(channel, key),
+                    record,
+                    Some(Expiration::PX(millis(ttl))),
+                    Some(SetOptions::NX),
+                    true,
+                )
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn settle_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        record: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            self.inner
+                .client
+                .set::<(), _, _>(
+                    herald_contract::keys::idempotency(channel, key),
+                    record,
+                    Some(Expiration::PX(millis(ttl))),
+                    None,
+                    false,
+                )
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn release_idempotency_key<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            self.inner
+                .client
+                .del::<i64, _>(herald_contract::keys::idempotency(channel, key))
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+    }
+}
+
+/// `ttl` in whole milliseconds, at least one (Redis refuses a zero expiry).
+fn millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 #[cfg(test)]

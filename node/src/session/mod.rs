@@ -6,10 +6,12 @@
 //! hub asks (slow consumer, drain) or the client misbehaves. Nothing a client sends
 //! can take the node down: every bad frame gets an `error` reply.
 //!
-//! This module is the frame loop; `subscribe` answers subscribe, unsubscribe and
-//! ack with their recovery replays, and `cursors` tracks what was delivered.
+//! This module is the frame loop; `first_frame` authenticates connections opened
+//! with `?auth=message`, `subscribe` answers subscribe, unsubscribe and ack with
+//! their recovery replays, and `cursors` tracks what was delivered.
 
 mod cursors;
+pub mod first_frame;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -191,6 +193,18 @@ where
             }
             Ok(ClientMessage::Unsubscribe { channels }) => self.on_unsubscribe(channels).await,
             Ok(ClientMessage::Ack { channel, offset }) => self.on_ack(&channel, &offset).await,
+            Ok(ClientMessage::Auth { .. }) => {
+                self.node.metrics.client_error(first_frame::BAD_AUTH_CODE);
+                let frame = ServerMessage::AuthRefused {
+                    code: first_frame::BAD_AUTH_CODE,
+                    message: "this connection is already authenticated",
+                }
+                .to_text();
+                match self.send(frame).await {
+                    Flow::Continue => Flow::Close(first_frame::BAD_AUTH, "already authenticated"),
+                    other => other,
+                }
+            }
         }
     }
 
@@ -282,38 +296,8 @@ where
         }
     }
 
-    /// Sends a close frame, then lingers: reads and discards input until the peer's
-    /// close frame, the end of the stream or [`LINGER`]. Closing a socket that still
-    /// holds unread data makes the kernel answer with a reset, which can discard the
-    /// close frame still queued for the client (browsers then report 1006).
     async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        match tokio::time::timeout(CLOSE_SEND, self.ws.close(Some(frame))).await {
-            Ok(Ok(())) => {}
-            // The peer is gone, or not reading at all: nothing to linger for.
-            _ => return,
-        }
-        let deadline = Instant::now() + LINGER;
-        loop {
-            match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) | Ok(Some(Ok(WsMessage::Close(_)))) => return,
-                Ok(Some(Ok(_))) => continue,
-                // Input that cannot be parsed as frames (e.g. the rest of an oversized
-                // frame), or a stream already ended by such an error.
-                Ok(Some(Err(_)) | None) => break,
-            }
-        }
-        let mut scratch = vec![0u8; 4096];
-        let stream = self.ws.get_mut();
-        while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await
-        {
-            if read == 0 {
-                return;
-            }
-        }
+        close_lingering(&mut self.ws, code, reason).await;
     }
 
     fn finish(mut self) {
@@ -329,6 +313,42 @@ where
             self.node
                 .metrics
                 .drop_messages(DropReason::Disconnected, undelivered);
+        }
+    }
+}
+
+/// Sends a close frame, then lingers: reads and discards input until the peer's close
+/// frame, the end of the stream or [`LINGER`]. Closing a socket that still holds unread
+/// data makes the kernel answer with a reset, which can discard the close frame still
+/// queued for the client (browsers then report 1006).
+async fn close_lingering<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    match tokio::time::timeout(CLOSE_SEND, ws.close(Some(frame))).await {
+        Ok(Ok(())) => {}
+        // The peer is gone, or not reading at all: nothing to linger for.
+        _ => return,
+    }
+    let deadline = Instant::now() + LINGER;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) | Ok(Some(Ok(WsMessage::Close(_)))) => return,
+            Ok(Some(Ok(_))) => continue,
+            // Input that cannot be parsed as frames (e.g. the rest of an oversized
+            // frame), or a stream already ended by such an error.
+            Ok(Some(Err(_)) | None) => break,
+        }
+    }
+    let mut scratch = vec![0u8; 4096];
+    let stream = ws.get_mut();
+    while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+        if read == 0 {
+            return;
         }
     }
 }
