@@ -768,3 +768,58 @@ async fn a_resuming_user_gets_each_offset_once_and_unacked_tasks_back_on_the_oth
     assert_eq!(live[0]["data"]["n"], 4);
     client.expect_silence(Duration::from_millis(500)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_retrying_through_any_node_with_one_idempotency_key_delivers_once() {
+    let _serial = SERIAL.lock().await;
+    const KEYS: usize = 12;
+    let user = "CORP\\alice \"🦀\"";
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let nodes = std::sync::Arc::new(start_nodes(&cluster, 3, &[]));
+    // The user authenticates by first frame on node 2; publishes go to nodes 0 and 1.
+    let mut client = nodes[2]
+        .connect_url(&format!(
+            "ws://{}/ws/notifications/?auth=message",
+            nodes[2].addr
+        ))
+        .await;
+    client
+        .send_json(json!({"type": "auth", "token": herald_testkit::node::token(user)}))
+        .await;
+    assert_eq!(client.recv().await["type"], "auth_success");
+    let order = |n: usize| {
+        json!({"channel": "orders", "type": "order_update", "users": [user],
+               "data": {"order": n}, "idempotency_key": format!("order-{n}-\"CORP\\\\x\"")})
+    };
+    // Every key is sent to two nodes at once, then retried on the third.
+    let mut first_ids = Vec::new();
+    for n in 0..KEYS {
+        let body = order(n);
+        let (a, b) = tokio::join!(nodes[0].publish(&body), nodes[1].publish(&body));
+        assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+        assert_eq!(a.1["id"], b.1["id"], "both answers name one message");
+        let duplicates = [&a.1, &b.1]
+            .iter()
+            .filter(|r| r["duplicate"] == true)
+            .count();
+        assert_eq!(duplicates, 1, "exactly one of {a:?} {b:?} published");
+        let (status, retry) = nodes[2].publish(&order(n)).await;
+        assert_eq!((status, &retry["duplicate"]), (200, &json!(true)));
+        assert_eq!(retry["id"], a.1["id"]);
+        first_ids.push(a.1["id"].clone());
+    }
+    let got = collect(&mut client, "order_update", KEYS).await;
+    let ids: Vec<Value> = got.iter().map(|m| m["id"].clone()).collect();
+    assert_eq!(ids, first_ids, "each key delivered once, in order");
+    client.expect_silence(Duration::from_millis(500)).await;
+    // The same key with another body is refused on every node.
+    let mut changed = order(0);
+    changed["data"] = json!({"order": "changed"});
+    for node in nodes.iter() {
+        let (status, body) = node.publish(&changed).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    }
+}

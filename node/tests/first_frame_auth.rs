@@ -34,8 +34,10 @@ async fn a_token_in_the_first_frame_opens_the_connection_with_everything_a_url_t
     let node = TestNode::start(&[]);
     // Offline delivery: published before the user connects.
     let (status, _) = node
-        .publish(&json!({"channel": "orders", "type": "order_update", "users": [HOSTILE],
-                         "data": {"order": "PO-1"}}))
+        .publish(
+            &json!({"channel": "orders", "type": "order_update", "users": [HOSTILE],
+                         "data": {"order": "PO-1"}}),
+        )
         .await;
     assert_eq!(status, 200);
     let mut client = open(&node).await;
@@ -47,7 +49,11 @@ async fn a_token_in_the_first_frame_opens_the_connection_with_everything_a_url_t
     let offline = client.recv_type("order_update").await;
     assert_eq!(offline["data"]["order"], "PO-1");
     // Auto-subscribed channels are live, and only this user's messages arrive.
-    for user in [HOSTILE, "CORP\\alice \"o'brien\" 🦀 ", "corp\\alice \"o'brien\" 🦀"] {
+    for user in [
+        HOSTILE,
+        "CORP\\alice \"o'brien\" 🦀 ",
+        "corp\\alice \"o'brien\" 🦀",
+    ] {
         let (status, _) = node
             .publish(&json!({"channel": "notifications", "type": "notification",
                              "users": [user], "data": {"for": user}}))
@@ -60,25 +66,39 @@ async fn a_token_in_the_first_frame_opens_the_connection_with_everything_a_url_t
     client
         .send_json(json!({"type": "subscribe", "channels": ["alerts"]}))
         .await;
-    assert_eq!(client.recv_type("subscription_success").await["channels"], json!(["alerts"]));
+    assert_eq!(
+        client.recv_type("subscription_success").await["channels"],
+        json!(["alerts"])
+    );
 }
 
 #[tokio::test]
 async fn refused_tokens_close_with_4001_and_the_same_code_as_the_http_refusal() {
     let node = TestNode::start(&[]);
     let cases = [
-        (token_with(json!({"user_id": 1, "exp": now() - 3600})), "token_expired"),
+        (
+            token_with(json!({"user_id": 1, "exp": now() - 3600})),
+            "token_expired",
+        ),
         ("garbage".to_owned(), "token_malformed"),
-        (token_with(json!({"exp": now() + 60})), "token_missing_claim"),
+        (
+            token_with(json!({"exp": now() + 60})),
+            "token_missing_claim",
+        ),
     ];
     for (token, code) in cases {
         let mut client = open(&node).await;
-        client.send_json(json!({"type": "auth", "token": token})).await;
+        client
+            .send_json(json!({"type": "auth", "token": token}))
+            .await;
         let (error, ending) = refusal(&mut client).await;
         assert_eq!(error["type"], "error");
         assert_eq!(error["code"], code, "{error}");
         assert!(error["message"].is_string());
-        assert!(matches!(ending, Ending::Closed(Some(4001), _)), "{ending:?}");
+        assert!(
+            matches!(ending, Ending::Closed(Some(4001), _)),
+            "{ending:?}"
+        );
     }
     assert!(
         node.metric("herald_connections_rejected_total{reason=\"token_expired\"}")
@@ -104,7 +124,10 @@ async fn a_first_frame_that_is_not_a_well_formed_auth_frame_closes_with_4003() {
         client.ws.send(frame.clone()).await.unwrap();
         let (error, ending) = refusal(&mut client).await;
         assert_eq!(error["code"], "bad_auth", "{frame:?}: {error}");
-        assert!(matches!(ending, Ending::Closed(Some(4003), _)), "{frame:?}: {ending:?}");
+        assert!(
+            matches!(ending, Ending::Closed(Some(4003), _)),
+            "{frame:?}: {ending:?}"
+        );
     }
 }
 
@@ -112,18 +135,30 @@ async fn a_first_frame_that_is_not_a_well_formed_auth_frame_closes_with_4003() {
 async fn a_repeated_auth_frame_closes_an_authenticated_connection_with_4003() {
     let node = TestNode::start(&[]);
     let mut client = open(&node).await;
-    client.send_json(json!({"type": "auth", "token": token("7")})).await;
+    client
+        .send_json(json!({"type": "auth", "token": token("7")}))
+        .await;
     assert_eq!(client.recv().await["type"], "auth_success");
-    client.send_json(json!({"type": "auth", "token": token("8")})).await;
+    client
+        .send_json(json!({"type": "auth", "token": token("8")}))
+        .await;
     let (error, ending) = refusal(&mut client).await;
     assert_eq!(error["code"], "bad_auth");
-    assert!(matches!(ending, Ending::Closed(Some(4003), _)), "{ending:?}");
+    assert!(
+        matches!(ending, Ending::Closed(Some(4003), _)),
+        "{ending:?}"
+    );
     // The same on a connection authenticated by its URL.
     let mut legacy = node.connect("7").await;
-    legacy.send_json(json!({"type": "auth", "token": token("7")})).await;
+    legacy
+        .send_json(json!({"type": "auth", "token": token("7")}))
+        .await;
     let (error, ending) = refusal(&mut legacy).await;
     assert_eq!(error["code"], "bad_auth");
-    assert!(matches!(ending, Ending::Closed(Some(4003), _)), "{ending:?}");
+    assert!(
+        matches!(ending, Ending::Closed(Some(4003), _)),
+        "{ending:?}"
+    );
 }
 
 #[tokio::test]
@@ -133,12 +168,16 @@ async fn a_client_silent_past_the_handshake_timeout_is_closed_with_4002() {
     let started = std::time::Instant::now();
     let (error, ending) = refusal(&mut client).await;
     assert_eq!(error["code"], "auth_timeout");
-    assert!(matches!(ending, Ending::Closed(Some(4002), _)), "{ending:?}");
+    assert!(
+        matches!(ending, Ending::Closed(Some(4002), _)),
+        "{ending:?}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(400));
     // A late auth frame on such a connection changes nothing: it is already closed.
     let mut late = open(&node).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    late.send_json(json!({"type": "auth", "token": token("7")})).await;
+    late.send_json(json!({"type": "auth", "token": token("7")}))
+        .await;
     let (error, _) = refusal(&mut late).await;
     assert_eq!(error["code"], "auth_timeout");
 }
@@ -147,13 +186,20 @@ async fn a_client_silent_past_the_handshake_timeout_is_closed_with_4002() {
 async fn the_per_user_cap_closes_with_4029_and_a_url_token_is_refused_beside_auth_message() {
     let node = TestNode::start(&["--max-connections-per-user", "1"]);
     let mut first = open(&node).await;
-    first.send_json(json!({"type": "auth", "token": token(HOSTILE)})).await;
+    first
+        .send_json(json!({"type": "auth", "token": token(HOSTILE)}))
+        .await;
     assert_eq!(first.recv().await["type"], "auth_success");
     let mut second = open(&node).await;
-    second.send_json(json!({"type": "auth", "token": token(HOSTILE)})).await;
+    second
+        .send_json(json!({"type": "auth", "token": token(HOSTILE)}))
+        .await;
     let (error, ending) = refusal(&mut second).await;
     assert_eq!(error["code"], "too_many_connections");
-    assert!(matches!(ending, Ending::Closed(Some(4029), _)), "{ending:?}");
+    assert!(
+        matches!(ending, Ending::Closed(Some(4029), _)),
+        "{ending:?}"
+    );
     first.assert_alive().await;
 
     let url = format!("{}&token={}", first_frame_url(&node), token("9"));
