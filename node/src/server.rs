@@ -1,8 +1,10 @@
 //! The HTTP front door: accepts TCP connections, routes requests, and upgrades the
 //! WebSocket endpoint into sessions.
 //!
-//! Authentication happens before the upgrade, so a bad token gets a plain HTTP 401
-//! with a JSON reason and never costs a WebSocket. Every other path (publish, admin,
+//! A token in the URL or a header is checked before the upgrade, so a bad one gets a
+//! plain HTTP 401 with a JSON reason and never costs a WebSocket; a client that opts in
+//! with `?auth=message` is upgraded first and authenticated by its first frame
+//! ([`crate::session::first_frame`]). Every other path (publish, admin,
 //! health, readiness, metrics) goes to the API router in [`crate::routes`] on the same
 //! port.
 
