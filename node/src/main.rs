@@ -197,6 +197,10 @@ async fn shutdown(
     } else {
         tracing::warn!("background tasks still running after 5s; leaving them");
     }
+    // Closed connections' last writes (uncounting their users) land before step 4.
+    if !node.finish_cleanups(Duration::from_secs(2)).await {
+        tracing::warn!("connection cleanups still running after 2s; leaving them");
+    }
     // 4. Nothing writes presence any more: remove it.
     if let Some(presence) = &node.presence {
         if let Err(e) = presence.leave().await {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::broker::Broker;
@@ -60,6 +61,9 @@ pub struct Node {
     draining: AtomicBool,
     /// Upgraded connections still waiting for their first-frame `auth`.
     awaiting_auth: AtomicUsize,
+    /// Cleanups that outlive their connection (uncounting a user in Redis), waited
+    /// for at shutdown before the presence records go.
+    cleanups: TaskTracker,
     publish_limits: Mutex<HashMap<ChannelName, (RateLimit, TokenBucket)>>,
 }
 
@@ -97,6 +101,7 @@ impl Node {
             presence: parts.presence,
             draining: AtomicBool::new(false),
             awaiting_auth: AtomicUsize::new(0),
+            cleanups: TaskTracker::new(),
             publish_limits: Mutex::default(),
         }
     }
@@ -151,12 +156,21 @@ impl Node {
         if let (Some(presence), true) = (&self.presence, self.config.max_connections_per_user > 0) {
             let presence = presence.clone();
             let user = user.to_owned();
-            tokio::spawn(async move {
+            self.cleanups.spawn(async move {
                 if let Err(e) = presence.release(&user).await {
                     tracing::debug!(error = %e, "cannot uncount connection");
                 }
             });
         }
+    }
+
+    /// Waits up to `limit` for the cleanups of closed connections; false when some
+    /// were still running at the limit.
+    pub async fn finish_cleanups(&self, limit: std::time::Duration) -> bool {
+        self.cleanups.close();
+        tokio::time::timeout(limit, self.cleanups.wait())
+            .await
+            .is_ok()
     }
 
     /// The HS256 secret, for minting demo tokens in `--dev` mode only.

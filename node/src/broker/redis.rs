@@ -615,6 +615,8 @@ impl Broker for RedisBroker {
 
     fn unsubscribe(&self, topic: Topic) {
         let inner = self.inner.clone();
+        // Not tracked for shutdown on purpose: one cut short leaves nothing behind in
+        // Redis (shard subscriptions end with the subscriber connection).
         tokio::spawn(async move {
             let mut interest = inner.interest.lock().await;
             let Some(count) = interest.get_mut(&topic) else {
