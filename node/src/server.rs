@@ -228,56 +228,56 @@ async fn upgrade(node: Arc<Node>, mut req: Request<Incoming>, peer: SocketAddr) 
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let upgraded_at = tokio::time::Instant::now();
-    tokio::spawn(
-        async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(e) => {
-                    // Dropping `admitted` releases whatever the connection held.
-                    tracing::debug!(error = %e, "upgrade failed");
-                    return;
-                }
-            };
-            let config = WebSocketConfig::default()
-                .read_buffer_size(READ_BUFFER)
-                .write_buffer_size(WRITE_BUFFER)
-                // Room for the largest publishable frame: writes are bounded, never refused.
-                .max_write_buffer_size(WRITE_BUFFER + 2 * node.config.max_publish_bytes + 1024)
-                .max_message_size(Some(node.config.max_message_bytes))
-                .max_frame_size(Some(node.config.max_message_bytes));
-            let mut ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            let (identity, membership, registration) = match admitted {
-                Admitted::Open {
-                    identity,
-                    membership,
-                    registration,
-                } => (identity, membership, registration),
-                Admitted::AwaitingAuth(awaiting) => {
-                    let deadline = upgraded_at + node.config.handshake_timeout;
-                    let Some(open) = first_frame::authenticate(&node, &mut ws, deadline).await
-                    else {
-                        return;
-                    };
-                    drop(awaiting);
-                    let span = tracing::Span::current();
-                    span.record("id", open.registration.id);
-                    span.record("user", open.identity.user.as_deref().unwrap_or("-"));
-                    (open.identity, open.membership, open.registration)
-                }
-            };
-            tracing::debug!("connected");
-            Session::new(node, ws, identity, registration, membership)
-                .run()
+    // Every open connection is this future, in a task of exactly its size: keep what it
+    // holds across awaits small (rare, large steps are boxed; see `Session::run`).
+    let connection = async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                // Dropping `admitted` releases whatever the connection held.
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            // Room for the largest publishable frame: writes are bounded, never refused.
+            .max_write_buffer_size(WRITE_BUFFER + 2 * node.config.max_publish_bytes + 1024)
+            .max_message_size(Some(node.config.max_message_bytes))
+            .max_frame_size(Some(node.config.max_message_bytes));
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-            tracing::debug!("disconnected");
-        }
-        .instrument(span),
-    );
+        let (identity, membership, registration) = match admitted {
+            Admitted::Open {
+                identity,
+                membership,
+                registration,
+            } => (identity, membership, registration),
+            Admitted::AwaitingAuth(awaiting) => {
+                let deadline = upgraded_at + node.config.handshake_timeout;
+                // Boxed: 3.4 KB of state an idle connection would otherwise carry
+                // after authenticating (10.5 instead of 6.9 KiB per connection).
+                let Some(open) =
+                    Box::pin(first_frame::authenticate(&node, &mut ws, deadline)).await
+                else {
+                    return;
+                };
+                drop(awaiting);
+                let span = tracing::Span::current();
+                span.record("id", open.registration.id);
+                span.record("user", open.identity.user.as_deref().unwrap_or("-"));
+                (open.identity, open.membership, open.registration)
+            }
+        };
+        tracing::debug!("connected");
+        Session::new(node, ws, identity, registration, membership)
+            .run()
+            .await;
+        tracing::debug!("disconnected");
+    };
+    tokio::spawn(connection.instrument(span));
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
