@@ -379,3 +379,12 @@ def test_connections_are_kept_alive_and_reused(make_publisher, fake):
     for _ in range(5):
         pub.publish("alerts", "alert", {})
     assert len({r.client_port for r in fake.requests}) == 1
+
+
+def test_offsets_are_read_in_both_shapes(make_publisher, fake):
+    fake.script.append(lambda body: (200, {"id": "a", "delivered_locally": 0, "offsets": ["1-0", "2-0"]}))
+    fake.script.append(lambda body: (200, {"id": "b", "delivered_locally": 0, "offsets": ["3-0"]}))
+    pub = make_publisher()
+    many, one = pub.publish("n", "t", {}), pub.publish("n", "t", {})
+    assert many.offsets == ("1-0", "2-0") and many.offset is None
+    assert one.offsets == ("3-0",) and one.offset == "3-0"

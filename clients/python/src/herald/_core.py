@@ -118,26 +118,37 @@ class Message:
 
 @dataclass(frozen=True)
 class PublishResult:
-    """Herald's answer for one message. ``duplicate`` is true when the idempotency key had
-    already been published: ``id`` and ``offset`` are then the original ones."""
+    """Herald's answer for one message.
+
+    ``offsets`` are the history offsets the message was stored at (one per recipient user on
+    per-user history channels, one for a broadcast history channel, none without history);
+    ``offset`` is the single one when there is exactly one. ``duplicate`` is true when the
+    idempotency key had already been published: ``id`` and the offsets are then the original
+    ones and nothing was delivered again."""
 
     id: str
     delivered_locally: int
     idempotency_key: str
-    offset: str | None = None
+    offsets: tuple[str, ...] = ()
     duplicate: bool = False
+
+    @property
+    def offset(self) -> str | None:
+        return self.offsets[0] if len(self.offsets) == 1 else None
 
     @classmethod
     def from_json(cls, body: Any, key: str) -> PublishResult:
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise TransportError(f"unexpected publish answer: {str(body)[:200]}", code="bad_response")
-        offset = body.get("offset")
+        offsets = body.get("offsets")
+        if not isinstance(offsets, list):
+            offsets = [body["offset"]] if body.get("offset") is not None else []
         delivered = body.get("delivered_locally", 0)
         return cls(
             id=body["id"],
             delivered_locally=delivered if isinstance(delivered, int) else 0,
             idempotency_key=key,
-            offset=str(offset) if offset is not None else None,
+            offsets=tuple(str(o) for o in offsets),
             duplicate=body.get("duplicate") is True,
         )
 
