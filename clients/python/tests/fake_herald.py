@@ -31,7 +31,8 @@ class Seen:
 class FakeHerald:
     requests: list[Seen] = field(default_factory=list)
     #: Steps consumed one per request before the default behaviour applies: an int status
-    #: (Herald-style error body), "drop", ("stall", seconds), ("chunked", status, body),
+    #: (Herald-style error body), "drop", "close-after" (answer, then close the kept-alive
+    #: connection), ("stall", seconds), ("chunked", status, body),
     #: or a callable(body) -> (status, body dict).
     script: deque = field(default_factory=deque)
     keys: dict[tuple[str, str], dict] = field(default_factory=dict)
@@ -100,6 +101,11 @@ def make_handler(fake: FakeHerald) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
+            if step == "close-after":
+                # Answer as if keeping the connection alive, then close it, as a server
+                # reaping idle connections does.
+                self.close_connection = True
+                step = None
             if isinstance(step, tuple) and step[0] == "stall":
                 time.sleep(step[1])
                 step = None

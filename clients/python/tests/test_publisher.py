@@ -388,3 +388,15 @@ def test_offsets_are_read_in_both_shapes(make_publisher, fake):
     many, one = pub.publish("n", "t", {}), pub.publish("n", "t", {})
     assert many.offsets == ("1-0", "2-0") and many.offset is None
     assert one.offsets == ("3-0",) and one.offset == "3-0"
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_without_using_a_retry(make_publisher, fake):
+    fake.script.append("close-after")
+    pub = make_publisher(retry=RetryPolicy(max_retries=0))
+    pub.publish("alerts", "alert", {"n": 1})
+    import time
+
+    time.sleep(0.1)  # let the close reach the client's socket
+    pub.publish("alerts", "alert", {"n": 2})
+    assert [r.body["data"]["n"] for r in fake.requests] == [1, 2]
+    assert fake.requests[0].client_port != fake.requests[1].client_port

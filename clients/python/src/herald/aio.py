@@ -249,27 +249,31 @@ class AsyncPublisher(_Options):
     async def _post(self, body: bytes) -> Response | TransportError:
         ep = self.endpoint
         head = f"POST {ep.path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in ep.headers(body).items()) + "\r\n"
-        conn: _Connection | None = None
-        reusable = False
-        try:
-            async def attempt() -> Response:
-                nonlocal conn, reusable
-                with self._lock:
-                    conn = self._idle.pop() if self._idle else None
-                if conn is None:
-                    conn = await _Connection.open(ep.host, ep.port, self.ssl_context)
-                response, reusable = await conn.request(head.encode("latin-1"), body)
-                return response
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            reused, reusable = conn is not None, False
+            try:
+                async def attempt() -> Response:
+                    nonlocal conn, reusable
+                    if conn is None:
+                        conn = await _Connection.open(ep.host, ep.port, self.ssl_context)
+                    response, reusable = await conn.request(head.encode("latin-1"), body)
+                    return response
 
-            return await asyncio.wait_for(attempt(), self.timeout)
-        except (OSError, asyncio.TimeoutError, ValueError) as e:
-            reusable = False
-            what = "timed out" if isinstance(e, asyncio.TimeoutError) else repr(e)
-            return TransportError(f"POST {ep.host}:{ep.port}{ep.path}: {what}")
-        finally:
-            if conn is not None:
-                if reusable:
-                    with self._lock:
-                        self._idle.append(conn)
-                else:
-                    conn.close()
+                return await asyncio.wait_for(attempt(), self.timeout)
+            except (OSError, asyncio.TimeoutError, ValueError) as e:
+                reusable = False
+                if reused and isinstance(e, ConnectionError):
+                    # An idle kept-alive connection the server had closed: try a fresh one
+                    # at once, not counted as a retry (the idempotency key makes it safe).
+                    continue
+                what = "timed out" if isinstance(e, asyncio.TimeoutError) else repr(e)
+                return TransportError(f"POST {ep.host}:{ep.port}{ep.path}: {what}")
+            finally:
+                if conn is not None:
+                    if reusable:
+                        with self._lock:
+                            self._idle.append(conn)
+                    else:
+                        conn.close()

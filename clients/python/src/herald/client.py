@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import random
-import socket
 import ssl
 import threading
 import time
@@ -140,31 +139,37 @@ class Publisher(_Options):
         except StopIteration as done:
             return done.value
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled connection (and True), or a new one (and False)."""
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(), True
         ep = self.endpoint
         if ep.scheme == "https":
-            return http.client.HTTPSConnection(ep.host, ep.port, timeout=self.timeout, context=self.ssl_context)
-        return http.client.HTTPConnection(ep.host, ep.port, timeout=self.timeout)
+            return http.client.HTTPSConnection(ep.host, ep.port, timeout=self.timeout, context=self.ssl_context), False
+        return http.client.HTTPConnection(ep.host, ep.port, timeout=self.timeout), False
 
     def _post(self, body: bytes) -> Response | TransportError:
-        conn = self._connection()
-        try:
-            conn.putrequest("POST", self.endpoint.path, skip_host=True, skip_accept_encoding=True)
-            for name, value in self.endpoint.headers(body).items():
-                conn.putheader(name, value)
-            conn.endheaders(body)
-            reply = conn.getresponse()
-            data = reply.read()
-            response = Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
-        except (OSError, http.client.HTTPException, socket.timeout) as e:
-            conn.close()
-            return TransportError(f"POST {self.endpoint.host}:{self.endpoint.port}{self.endpoint.path}: {e!r}")
-        if reply.will_close:
-            conn.close()
-        else:
-            with self._lock:
-                self._idle.append(conn)
-        return response
+        while True:
+            conn, reused = self._connection()
+            try:
+                conn.putrequest("POST", self.endpoint.path, skip_host=True, skip_accept_encoding=True)
+                for name, value in self.endpoint.headers(body).items():
+                    conn.putheader(name, value)
+                conn.endheaders(body)
+                reply = conn.getresponse()
+                data = reply.read()
+                response = Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                if reused and isinstance(e, (ConnectionError, http.client.RemoteDisconnected)):
+                    # The server closed an idle kept-alive connection: try a fresh one at
+                    # once, not counted as a retry (the idempotency key makes it safe anyway).
+                    continue
+                return TransportError(f"POST {self.endpoint.host}:{self.endpoint.port}{self.endpoint.path}: {e!r}")
+            if reply.will_close:
+                conn.close()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+            return response
