@@ -3,7 +3,6 @@ against both the blocking and the asyncio publisher."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Iterator
@@ -14,9 +13,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import fake_herald  # noqa: E402
-from herald import AsyncPublisher, Publisher, RetryPolicy  # noqa: E402
-
-FAST = RetryPolicy(max_retries=3, initial_backoff=0.001, max_backoff=0.004)
+from publishers import FAST, AsyncFacade, SyncFacade  # noqa: E402
 
 
 @pytest.fixture
@@ -24,30 +21,6 @@ def fake() -> Iterator[fake_herald.FakeHerald]:
     server = fake_herald.start()
     yield server
     fake_herald.stop(server)
-
-
-class SyncFacade:
-    """The blocking publisher, as is."""
-
-    def __init__(self, url: str, **options: Any) -> None:
-        self.inner = Publisher(url, fake_herald.API_KEY, **options)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class AsyncFacade:
-    """The asyncio publisher behind the same blocking calls, each run in a fresh event loop
-    (as Django's async_to_sync does), so connection reuse across loops is exercised too."""
-
-    def __init__(self, url: str, **options: Any) -> None:
-        self.inner = AsyncPublisher(url, fake_herald.API_KEY, **options)
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not asyncio.iscoroutinefunction(attr):
-            return attr
-        return lambda *a, **kw: asyncio.run(attr(*a, **kw))
 
 
 @pytest.fixture(params=["sync", "async"])

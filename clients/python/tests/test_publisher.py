@@ -352,7 +352,9 @@ def test_a_whole_batch_refusal_is_raised(make_publisher, fake):
 
 def test_republishing_the_same_messages_after_a_failure_delivers_each_once(make_publisher, fake):
     batch = messages(1500)
-    fake.script.extend([None, "drop", "drop", "drop", "drop"])  # 2nd chunk fails past the retries
+    # The 2nd chunk fails past the retries: its pooled connection is dropped (replaced at
+    # once, without spending a retry), then the first attempt and 3 retries are dropped.
+    fake.script.extend([None] + ["drop"] * 5)
     pub = make_publisher()
     with pytest.raises(E.TransportError):
         pub.publish_many(batch)

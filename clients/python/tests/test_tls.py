@@ -12,7 +12,7 @@ import pytest
 
 import fake_herald
 from herald import RetryPolicy, TransportError
-from conftest import AsyncFacade, SyncFacade
+from publishers import AsyncFacade, SyncFacade
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 

@@ -249,9 +249,10 @@ class AsyncPublisher(_Options):
     async def _post(self, body: bytes) -> Response | TransportError:
         ep = self.endpoint
         head = f"POST {ep.path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in ep.headers(body).items()) + "\r\n"
+        pooled = True
         while True:
             with self._lock:
-                conn = self._idle.pop() if self._idle else None
+                conn = self._idle.pop() if pooled and self._idle else None
             reused, reusable = conn is not None, False
             try:
                 async def attempt() -> Response:
@@ -267,6 +268,7 @@ class AsyncPublisher(_Options):
                 if reused and isinstance(e, ConnectionError):
                     # An idle kept-alive connection the server had closed: try a fresh one
                     # at once, not counted as a retry (the idempotency key makes it safe).
+                    pooled = False
                     continue
                 what = "timed out" if isinstance(e, asyncio.TimeoutError) else repr(e)
                 return TransportError(f"POST {ep.host}:{ep.port}{ep.path}: {what}")

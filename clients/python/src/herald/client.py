@@ -139,10 +139,11 @@ class Publisher(_Options):
         except StopIteration as done:
             return done.value
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """A pooled connection (and True), or a new one (and False)."""
+    def _connection(self, pooled: bool) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled connection (and True) when ``pooled`` and one is idle, else a new one
+        (and False)."""
         with self._lock:
-            if self._idle:
+            if pooled and self._idle:
                 return self._idle.pop(), True
         ep = self.endpoint
         if ep.scheme == "https":
@@ -150,8 +151,9 @@ class Publisher(_Options):
         return http.client.HTTPConnection(ep.host, ep.port, timeout=self.timeout), False
 
     def _post(self, body: bytes) -> Response | TransportError:
+        pooled = True
         while True:
-            conn, reused = self._connection()
+            conn, reused = self._connection(pooled)
             try:
                 conn.putrequest("POST", self.endpoint.path, skip_host=True, skip_accept_encoding=True)
                 for name, value in self.endpoint.headers(body).items():
@@ -165,6 +167,7 @@ class Publisher(_Options):
                 if reused and isinstance(e, (ConnectionError, http.client.RemoteDisconnected)):
                     # The server closed an idle kept-alive connection: try a fresh one at
                     # once, not counted as a retry (the idempotency key makes it safe anyway).
+                    pooled = False
                     continue
                 return TransportError(f"POST {self.endpoint.host}:{self.endpoint.port}{self.endpoint.path}: {e!r}")
             if reply.will_close:

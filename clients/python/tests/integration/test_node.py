@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Node, hostile_user, inbox_for
+from nodekit import Node, hostile_user, inbox_for
 
 import herald
 from herald import AsyncPublisher, Message, Publisher, RetryPolicy
