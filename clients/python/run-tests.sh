@@ -49,7 +49,13 @@ case "$mode" in
 esac
 
 node_pid=""
-cleanup() { if [ -n "$node_pid" ]; then kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; fi; }
+log=""
+cleanup() {
+  status=$?
+  if [ -n "$node_pid" ]; then kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; fi
+  # The node's log is kept when the tests failed.
+  if [ -n "$log" ] && [ "$status" = 0 ]; then rm -f "$log"; fi
+}
 trap cleanup EXIT
 if [ -z "${HERALD_URL:-}" ]; then
   bin="${HERALD_NODE_BIN:-$cache/target/debug/herald-node}"

@@ -306,3 +306,70 @@ def test_the_unchanged_legacy_view_pushes_to_herald_clients(node: Node):
             assert all({"type", "data"} <= set(p) for p in got)
 
     asyncio.run(scenario())
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_examples_run(node: Node, capsys: pytest.CaptureFixture[str]):
+    """Every Python example of the README that publishes runs as written against the node
+    (only the address and API key are substituted)."""
+    blocks = [b.split("\n", 1)[1] for b in README.read_text().split("```")[1::2] if b.startswith("python\n")]
+    examples = [b for b in blocks if "Publisher(" in b]
+    assert len(examples) >= 4
+    for code in examples:
+        code = code.replace("http://127.0.0.1:8080", node.url).replace("<api key>", node.api_key)
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "422 type_not_allowed" in out
+
+
+def test_the_legacy_daphne_process_switched_by_settings_pushes_to_herald_clients(node: Node):
+    """The legacy peer as it deploys (daphne serving legacy_push.asgi, from the venv its
+    setup.sh builds), with LEGACY_CHANNEL_LAYER=herald: its HTTP publish endpoint reaches a
+    user connected to Herald."""
+    import re
+    import time
+    import urllib.request
+
+    setup = subprocess.run([str(LEGACY / "setup.sh")], capture_output=True, text=True, timeout=900)
+    assert setup.returncode == 0, setup.stderr
+    venv = Path(setup.stdout.strip().splitlines()[-1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEGACY_")}
+    env.update(LEGACY_DJANGO_SECRET="s", LEGACY_JWT_SECRET="j", LEGACY_API_KEY="legacy-key",
+               LEGACY_CHANNEL_LAYER="herald")
+    daphne = subprocess.Popen([str(venv / "bin" / "daphne"), "-b", "127.0.0.1", "-p", "0", "legacy_push.asgi:application"],
+                              cwd=LEGACY, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        assert daphne.stderr is not None
+        while port is None and time.monotonic() < deadline:
+            line = daphne.stderr.readline()
+            assert line, "daphne exited before listening"
+            m = re.search(r"Listening on TCP address 127\.0\.0\.1:(\d+)", line)
+            port = int(m.group(1)) if m else None
+        assert port, "daphne did not report its port"
+        # Keep reading daphne's log so that a full pipe never stalls it.
+        threading.Thread(target=daphne.stderr.read, daemon=True).start()
+        user = str(uuid.uuid4().int % 10**9)
+
+        def push(body: dict) -> tuple[int, bytes]:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/push/", data=json.dumps(body).encode(),
+                                         headers={"X-Api-Key": "legacy-key", "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as reply:
+                return reply.status, reply.read()
+
+        async def scenario():
+            async with inbox_for(node, user) as inbox:
+                status, body = await asyncio.to_thread(
+                    push, {"user": user, "type": "order_update", "data": {"order": "PO-1", "note": 'a "q" \\ b'}})
+                assert status == 200 and json.loads(body) == {"sent": 1}
+                [got] = await inbox.wait_for(1)
+                assert (got["type"], got["channel"], got["data"]) == ("order_update", "orders",
+                                                                      {"order": "PO-1", "note": 'a "q" \\ b'})
+
+        asyncio.run(scenario())
+    finally:
+        daphne.terminate()
+        daphne.wait(timeout=10)
