@@ -3,7 +3,8 @@
 # keyed by a hash of pyproject.toml and the interpreter, so a changed dependency list gets a
 # fresh one; the package itself is installed editable).
 #
-#   ./run-tests.sh                 unit tests (no network beyond 127.0.0.1, no node needed)
+#   ./run-tests.sh                 lint (ruff), type check (mypy --strict), unit tests (no
+#                                  network beyond 127.0.0.1, no node needed)
 #   ./run-tests.sh --integration   integration tests against a real herald-node: uses
 #                                  HERALD_URL, HERALD_API_KEY and HERALD_JWT_SECRET when set;
 #                                  otherwise starts the node binary at $HERALD_NODE_BIN
@@ -43,6 +44,10 @@ fi
 flock -u 9
 
 cd "$here"
+if [ "$mode" != integration ]; then
+  "$venv/bin/ruff" check --quiet src tests
+  "$venv/bin/mypy" --no-error-summary
+fi
 case "$mode" in
   unit) exec "$venv/bin/python" -m pytest -m "not integration" "${args[@]}" ;;
   all) "$venv/bin/python" -m pytest -m "not integration" "${args[@]}" ;;

@@ -99,11 +99,11 @@ def test_herald_refusals_reach_the_caller(layer, fake):
 @pytest.mark.parametrize(
     "call",
     [
-        lambda l: l.receive("specific.abc!x"),
-        lambda l: l.new_channel(),
-        lambda l: l.send("specific.abc!x", {"type": "x"}),
-        lambda l: l.group_add("user_42", "specific.abc!x"),
-        lambda l: l.group_discard("user_42", "specific.abc!x"),
+        lambda layer: layer.receive("specific.abc!x"),
+        lambda layer: layer.new_channel(),
+        lambda layer: layer.send("specific.abc!x", {"type": "x"}),
+        lambda layer: layer.group_add("user_42", "specific.abc!x"),
+        lambda layer: layer.group_discard("user_42", "specific.abc!x"),
     ],
 )
 def test_socket_side_methods_say_herald_serves_the_sockets(layer, call):

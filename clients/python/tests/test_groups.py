@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from herald import ConfigurationError, InvalidMessageError, UnmappedGroupError
 from herald.groups import GroupMap

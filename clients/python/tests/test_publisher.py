@@ -181,7 +181,7 @@ def test_backoff_grows_exponentially_with_jitter_inside_its_bounds(fake, monkeyp
     pub.publish("alerts", "alert", {})
     caps = [min(2.0, 0.1 * 2**n) for n in range(6)]
     assert len(slept) == 6
-    for wait, cap in zip(slept, caps):
+    for wait, cap in zip(slept, caps, strict=True):
         assert cap / 2 <= wait <= cap
     pub.close()
 

@@ -6,7 +6,15 @@
 - :mod:`herald.django`, a Django Channels layer forwarding ``group_send`` to Herald.
 """
 
-from ._core import MAX_BATCH, MAX_BODY_BYTES, BatchItem, Message, PublishResult, RetryPolicy, new_idempotency_key
+from ._core import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    BatchItem,
+    Message,
+    PublishResult,
+    RetryPolicy,
+    new_idempotency_key,
+)
 from .aio import AsyncPublisher
 from .client import Publisher
 from .errors import (

@@ -2,9 +2,9 @@
 retry loop and the reading of Herald's answers.
 
 The sync and asyncio publishers share this module and differ only in how they send bytes
-and sleep: :func:`publish_plan` is a generator that yields ``Send`` and ``Sleep`` steps and
-is resumed with the outcome of each, so every retry rule lives in one place and is tested
-once.
+and sleep: :func:`single_plan` and :func:`batch_plan` are generators that yield ``Send``
+and ``Sleep`` steps and are resumed with the outcome of each, so every retry rule lives in
+one place and is tested once.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any, Union
 from urllib.parse import urlsplit
 
 from .errors import (
+    RETRYABLE_STATUSES,
     ConfigurationError,
     HeraldError,
     InvalidMessageError,
-    RETRYABLE_STATUSES,
     TransportError,
     error_for,
 )
@@ -298,7 +298,7 @@ def batch_plan(messages: Sequence[Message], encoded: Sequence[bytes], policy: Re
                 f"unexpected batch answer for {len(pending)} messages: {outcome.body[:200]!r}", code="bad_response"
             )
         again = []
-        for index, item in zip(pending, items):
+        for index, item in zip(pending, items, strict=True):
             status = item.get("status") if isinstance(item, dict) else None
             if isinstance(status, int) and status != 200:
                 error = error_for(status, item)

@@ -19,7 +19,19 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ._core import BatchItem, Message, Plan, PublishResult, Response, Send, Sleep, batch_plan, encode_all, single_plan, split_batches
+from ._core import (
+    BatchItem,
+    Message,
+    Plan,
+    PublishResult,
+    Response,
+    Send,
+    Sleep,
+    batch_plan,
+    encode_all,
+    single_plan,
+    split_batches,
+)
 from .client import _Options
 from .errors import TransportError
 

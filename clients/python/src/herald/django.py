@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from channels.layers import BaseChannelLayer  # type: ignore[import-untyped]
+from channels.layers import BaseChannelLayer
 
 from ._core import RetryPolicy
 from .aio import AsyncPublisher

@@ -14,11 +14,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from nodekit import Node, hostile_user, inbox_for
 
 import herald
 from herald import AsyncPublisher, Message, Publisher, RetryPolicy
 from herald import errors as E
+from nodekit import Node, hostile_user, inbox_for
 
 pytestmark = pytest.mark.integration
 
