@@ -130,10 +130,14 @@ def make_handler(fake: FakeHerald) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog (5) drops bursts of concurrent connects
+    daemon_threads = True
+
+
 def start() -> FakeHerald:
     fake = FakeHerald()
-    fake.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
-    fake.server.daemon_threads = True
+    fake.server = _Server(("127.0.0.1", 0), make_handler(fake))
     threading.Thread(target=fake.server.serve_forever, args=(0.02,), daemon=True).start()
     return fake
 

@@ -402,3 +402,48 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_without_using_a_r
     pub.publish("alerts", "alert", {"n": 2})
     assert [r.body["data"]["n"] for r in fake.requests] == [1, 2]
     assert fake.requests[0].client_port != fake.requests[1].client_port
+
+
+def test_one_publisher_is_shared_safely_by_threads(make_publisher, fake):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pub = make_publisher()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: pub.publish("alerts", "alert", {"n": n}), range(64)))
+    assert sorted(r.body["data"]["n"] for r in fake.requests) == list(range(64))
+    by_key = {r.body["idempotency_key"]: r.body["data"]["n"] for r in fake.requests}
+    assert [by_key[r.idempotency_key] for r in results] == list(range(64))
+
+
+def test_concurrent_tasks_share_an_async_publisher(fake):
+    import asyncio
+
+    async def main():
+        async with herald.AsyncPublisher(fake.url, fake_herald.API_KEY) as pub:
+            return await asyncio.gather(*(pub.publish("alerts", "alert", {"n": n}) for n in range(50)))
+
+    results = asyncio.run(main())
+    by_key = {r.body["idempotency_key"]: r.body["data"]["n"] for r in fake.requests}
+    assert [by_key[r.idempotency_key] for r in results] == list(range(50))
+
+
+def test_a_cancelled_publish_never_leaves_its_answer_for_the_next_one(fake):
+    """A connection whose answer was not read is closed, not pooled: the next publish must
+    read its own answer, not the cancelled one's."""
+    import asyncio
+
+    fake.script.append(("stall", 0.3))
+
+    async def main():
+        async with herald.AsyncPublisher(fake.url, fake_herald.API_KEY) as pub:
+            task = asyncio.create_task(pub.publish("alerts", "alert", {"n": "cancelled"}))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.4)  # the stalled answer is now written to the old socket
+            return await pub.publish("alerts", "alert", {"n": "next"})
+
+    result = asyncio.run(main())
+    assert result.idempotency_key == fake.requests[1].body["idempotency_key"]
+    assert fake.keys[("alerts", result.idempotency_key)]["id"] == result.id
