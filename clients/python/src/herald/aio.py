@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -185,7 +184,7 @@ class _Connection:
         return Response(status, headers, payload), reusable
 
 
-class AsyncPublisher(_Options):
+class AsyncPublisher(_Options[_Connection]):
     """Publishes to Herald without blocking the event loop.
 
     >>> async with AsyncPublisher("http://127.0.0.1:8080", api_key="...") as herald:
@@ -194,13 +193,6 @@ class AsyncPublisher(_Options):
     Same options, results, errors and retries as :class:`herald.Publisher`; one instance
     may be shared by tasks, threads and event loops.
     """
-
-    def __init__(self, url: str, api_key: str, **options: Any) -> None:
-        super().__init__(url, api_key, **options)
-        self._idle: list[_Connection] = []
-        self._lock = threading.Lock()
-        if self.endpoint.scheme == "https" and self.ssl_context is None:
-            self.ssl_context = ssl.create_default_context()
 
     async def publish(
         self,

@@ -13,7 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ._core import (
     MAX_BATCH,
@@ -34,9 +34,11 @@ from ._core import (
 )
 from .errors import ConfigurationError, TransportError
 
+_Conn = TypeVar("_Conn")
 
-class _Options:
-    """Settings shared by the sync and async publishers."""
+
+class _Options(Generic[_Conn]):
+    """Settings and the idle-connection pool shared by the sync and async publishers."""
 
     def __init__(
         self,
@@ -61,11 +63,15 @@ class _Options:
         self.retry = retry or RetryPolicy()
         self.max_batch = max_batch
         self.max_body_bytes = max_body_bytes
+        if self.endpoint.scheme == "https" and ssl_context is None:
+            ssl_context = ssl.create_default_context()
         self.ssl_context = ssl_context
         self.rng = rng
+        self._idle: list[_Conn] = []
+        self._lock = threading.Lock()
 
 
-class Publisher(_Options):
+class Publisher(_Options[http.client.HTTPConnection]):
     """Publishes to Herald over HTTP(S), blocking.
 
     >>> herald = Publisher("http://127.0.0.1:8080", api_key="...")
@@ -75,11 +81,6 @@ class Publisher(_Options):
     (see :class:`RetryPolicy`). Use as a context manager, or call :meth:`close`, to close
     the pooled connections.
     """
-
-    def __init__(self, url: str, api_key: str, **options: Any) -> None:
-        super().__init__(url, api_key, **options)
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
 
     def publish(
         self,
