@@ -90,6 +90,15 @@ def test_an_unmapped_group_raises_naming_it(fake):
     assert fake.requests == []
 
 
+def test_data_json_cannot_carry_raises_naming_the_group(layer, fake):
+    from herald import InvalidMessageError
+
+    with pytest.raises(InvalidMessageError) as info:
+        async_to_sync(layer.group_send)("user_CORP\\bob", {"type": "notification", "data": {"when": object()}})
+    assert "'user_CORP\\\\bob'" in str(info.value) and "not JSON-serialisable" in str(info.value)
+    assert fake.requests == []
+
+
 def test_herald_refusals_reach_the_caller(layer, fake):
     fake.script.append(404)
     with pytest.raises(UnknownChannelError):

@@ -30,7 +30,7 @@ from channels.layers import BaseChannelLayer
 
 from ._core import RetryPolicy
 from .aio import AsyncPublisher
-from .errors import UnsupportedOperationError
+from .errors import InvalidMessageError, UnsupportedOperationError
 from .groups import GroupMap, RuleSpec
 
 __all__ = ["HeraldChannelLayer"]
@@ -81,7 +81,12 @@ class HeraldChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         Raises :class:`~herald.errors.UnmappedGroupError` when no mapping applies,
         :class:`~herald.errors.InvalidMessageError` for a message Herald cannot carry, and
         the :class:`~herald.errors.APIError` subclass of Herald's refusal."""
-        await self.publisher.send(self.mapping.resolve(group, message))
+        herald_message = self.mapping.resolve(group, message)
+        try:
+            herald_message.encode()
+        except InvalidMessageError as e:
+            raise InvalidMessageError(f"group_send to {group!r}: {e.message}", code=e.code) from None
+        await self.publisher.send(herald_message)
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         _unsupported("send")
