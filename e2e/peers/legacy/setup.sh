@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the legacy stack (requirements.txt) into a virtualenv under the Herald cache and
-# prints the virtualenv's path as the last line of its output.
+# Installs the legacy stack (requirements.txt) into a virtualenv under the Herald cache, then
+# Herald's Python client (clients/python: the channel layer that LEGACY_CHANNEL_LAYER=herald
+# selects, see legacy_push/settings.py), and prints the virtualenv's path as the last line of
+# its output.
 #
 # Idempotent: a stamp holding the hash of requirements.txt (and of the interpreter) marks a
-# finished install, so a warm run only checks the stamp. Concurrent callers are serialised
+# finished install, and a second stamp the hash of the client's sources (a changed client is
+# reinstalled alone), so a warm run only checks the stamps. Concurrent callers are serialised
 # with a lock. Needs Python >= 3.10 with the venv module (installed from Debian's packages
 # when missing and running as root).
 #
@@ -41,5 +44,15 @@ if [ "$(cat "$venv/.herald-stamp" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --no-input -r "$here/requirements.txt" >&2
   echo "$want" >"$venv/.herald-stamp"
+fi
+
+client="$(cd "$here/../../../clients/python" && pwd)"
+want_client="$(cd "$client" && find pyproject.toml src -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*' |
+  LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$venv/.herald-client-stamp" 2>/dev/null)" != "$want_client" ]; then
+  echo "setup.sh: installing Herald's Python client into $venv" >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    --force-reinstall --no-deps "$client" >&2
+  echo "$want_client" >"$venv/.herald-client-stamp"
 fi
 echo "$venv"

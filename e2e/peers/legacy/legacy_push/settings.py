@@ -68,6 +68,36 @@ CHANNEL_LAYERS = {
     },
 }
 
+# The switch to Herald, by settings alone (views.py and the signal handlers it stands for are
+# unchanged): LEGACY_CHANNEL_LAYER=herald replaces channels_redis with Herald's channel layer
+# (clients/python, installed by setup.sh), which forwards every group_send to Herald's publish
+# API at HERALD_URL with HERALD_API_KEY. Herald then serves the browsers' WebSockets; this
+# process only publishes. Groups map to Herald channels: user_<id> to the channel of the message
+# type for that user (Herald's per-user channels each carry one type), alerts to alerts, and
+# group_<n> to the channel group_<n> (which Herald's channel file must define). A group or a
+# type with no mapping raises herald.UnmappedGroupError instead of being dropped.
+_LAYER = os.environ.get("LEGACY_CHANNEL_LAYER", "redis")
+if _LAYER == "herald":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "herald.django.HeraldChannelLayer",
+            "CONFIG": {
+                "url": _require("HERALD_URL"),
+                "api_key": _require("HERALD_API_KEY"),
+                "groups": {
+                    "user_{id}": {
+                        "users": "{id}",
+                        "channels": {"notification": "notifications", "order_update": "orders"},
+                    },
+                    "alerts": "alerts",
+                    "group_{n}": "group_{n}",
+                },
+            },
+        },
+    }
+elif _LAYER != "redis":
+    raise RuntimeError(f"LEGACY_CHANNEL_LAYER must be redis or herald, not {_LAYER!r}")
+
 # channels_redis's "N of M channels over capacity in group G" lines (logged at INFO) are the
 # only trace of messages the layer dropped: send them to stderr. Everything else keeps
 # daphne's logging (INFO, including "Listening on TCP address HOST:PORT").
