@@ -59,6 +59,11 @@ cargo build --workspace --bins --locked
 export HERALD_E2E_SUMMARY="${HERALD_E2E_SUMMARY:-$(mktemp -t herald-e2e-summary.XXXXXX)}"
 : > "$HERALD_E2E_SUMMARY"
 status=0
+# The Python client (clients/python): lint, types, unit tests, then its integration tests
+# against the herald-node just built (its own node process, fresh secrets).
+step "python client"
+HERALD_NODE_BIN="$CARGO_TARGET_DIR/debug/herald-node" ./clients/python/run-tests.sh --all || status=$?
+step "rust tests"
 cargo test --workspace --locked --no-fail-fast || status=$?
 
 step "scenario summary"
