@@ -88,6 +88,9 @@ export const CLIENT_TIMEOUT = 4000;
 
 type Frame = Record<string, unknown>;
 
+/** The node's channel-name rule (herald-contract's `channel_name`). */
+const CHANNEL = /^[A-Za-z0-9_.:@-]{1,128}$/;
+
 export class HeraldClient extends Emitter<ClientEvents> {
   /** Where the connection is. */
   state: ClientState = "idle";
@@ -119,6 +122,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
   private acked = new Map<string, string>();
   private unsentAcks = new Map<string, string>();
   private unsentSubs = new Set<string>();
+  /** Channels known to be joined on the current connection (an ack on another is an error). */
+  private joined = new Set<string>();
 
   constructor(options: ClientOptions) {
     super();
@@ -165,8 +170,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
    * restored, with `since`, after each reconnect.
    */
   subscribe(channel: string, options: SubscribeOptions = {}): Subscription {
-    if (typeof channel !== "string" || !channel) {
-      throw new TypeError("subscribe: `channel` must be a non-empty string");
+    if (typeof channel !== "string" || !CHANNEL.test(channel)) {
+      throw new TypeError(`subscribe: invalid channel name ${JSON.stringify(channel)}: use 1-128 letters, digits, '_', '-', '.', ':' or '@'`);
     }
     const ack: AckMode = options.ack || "none";
     if (ack !== "none" && ack !== "auto" && ack !== "manual") {
@@ -207,6 +212,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
     if (this.subs.get(sub.channel) !== sub) return;
     this.subs.delete(sub.channel);
     this.left.add(sub.channel);
+    this.joined.delete(sub.channel);
+    this.unsentAcks.delete(sub.channel);
     this.unsentSubs.delete(sub.channel);
     sub.state = "unsubscribed";
     if (this.authed) this.send({ type: "unsubscribe", channels: [sub.channel] });
@@ -220,6 +227,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     this.state = "connecting";
     this.authed = false;
     this.lastError = undefined;
+    this.joined.clear();
     this.emit("connecting", { attempt: this.attempt });
     let token: string | undefined = this.o.token;
     if (this.o.getToken) {
@@ -379,6 +387,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
         for (const channel of channels) {
           const value = recovered[channel];
           const event = typeof value === "boolean" ? { recovered: value } : {};
+          this.joined.add(channel);
           const sub = this.subs.get(channel);
           if (sub) {
             sub.state = "subscribed";
@@ -411,6 +420,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   private publication(msg: Frame): void {
     const channel = typeof msg.channel === "string" ? msg.channel : undefined;
     const offset = isOffset(msg.offset) ? msg.offset : undefined;
+    if (channel !== undefined) this.joined.add(channel);
     if (channel !== undefined && offset) {
       const last = this.offsets.get(channel);
       if (last && compareOffsets(offset, last) <= 0) {
@@ -503,7 +513,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     this.clear("ack");
     if (!this.authed) return;
     for (const [channel, offset] of this.unsentAcks) {
-      if (this.send({ type: "ack", channel, offset })) this.unsentAcks.delete(channel);
+      if (this.joined.has(channel) && this.send({ type: "ack", channel, offset })) this.unsentAcks.delete(channel);
     }
   }
 
