@@ -268,7 +268,9 @@ export class HeraldClient extends Emitter<ClientEvents> {
       if (gen === this.gen) this.frame(gen, event.data);
     };
     ws.onclose = (event: { code: number; reason?: string }) => this.closed(gen, event.code, event.reason || "");
-    ws.onerror = () => {};
+    // Browsers follow an error with a close; Node's WebSocket does not after a refused
+    // upgrade, so an error not followed by a close soon counts as an abnormal close.
+    ws.onerror = () => this.timer("error", 100, () => this.drop(gen, "connection error", 1006));
   }
 
   private authenticated(gen: number, userId?: string): void {
@@ -299,10 +301,10 @@ export class HeraldClient extends Emitter<ClientEvents> {
   }
 
   /** Gives up on the current socket without waiting for its close handshake. */
-  private drop(gen: number, reason: string): void {
+  private drop(gen: number, reason: string, code = CLIENT_TIMEOUT): void {
     if (gen !== this.gen) return;
     this.detach(CLIENT_TIMEOUT, reason);
-    this.closed(gen, CLIENT_TIMEOUT, reason);
+    this.closed(gen, code, reason);
   }
 
   private detach(code: number, reason: string): void {
@@ -310,6 +312,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     this.ws = undefined;
     if (!ws) return;
     ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onerror = () => {}; // the ws package throws on an error nobody listens to
     try {
       ws.close(code, reason);
     } catch {

@@ -158,6 +158,18 @@ for (const [code, serverCode] of [[1008, "rate_limited"], [1009, undefined], [40
   });
 }
 
+test("a refused upgrade (legacy ?token= form: HTTP 401) backs off and asks getToken() again", async () => {
+  server.verify = (token) => (token === "good" ? { userId: "1" } : { code: "token_expired", close: 4001 });
+  const tokens = ["bad", "bad", "good"];
+  const c = client({ auth: "query", token: undefined, getToken: () => tokens.shift() });
+  const disconnects = collect(c, "disconnected");
+  c.connect();
+  await next(c, "connected");
+  assert.equal(server.handshakes.length, 3);
+  assert.deepEqual(disconnects.map((d) => d.code), [1006, 1006]);
+  assert.ok(disconnects.every((d) => d.delayMs >= fast.backoff.minMs));
+});
+
 test("1012 and 1001 reconnect at once (jittered); 1013 and 4002 back off; 4029 waits long", async () => {
   const delays = {};
   for (const code of [1012, 1001, 1013, 4002, 4029]) {
