@@ -482,6 +482,19 @@ test("bad options and arguments are refused with clear errors", () => {
   assert.doesNotThrow(() => client({ token: undefined, auth: "query" }));
 });
 
+test("a URL that cannot be opened stops with bad_url; http(s) URLs are turned into ws(s)", async () => {
+  const c = client({ url: "not a url" });
+  const closed = next(c, "closed");
+  c.connect();
+  const { error } = await closed;
+  assert.equal(error.code, "bad_url");
+  assert.match(error.message, /"not a url"/);
+
+  const h = client({ url: server.url.replace("ws:", "http:") });
+  h.connect();
+  await next(h, "connected");
+});
+
 test("a WebSocket constructor can be injected (e.g. the ws package on Node 20)", async () => {
   const { WebSocket: Ws } = await import("ws");
   let made = 0;
