@@ -229,6 +229,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
     this.lastError = undefined;
     this.joined.clear();
     this.emit("connecting", { attempt: this.attempt });
+    // Counted from here, so a getToken() that never settles is given up on too.
+    this.timer("connect", this.o.connectTimeoutMs ?? 15000, () => this.drop(gen, "connect timeout"));
     let token: string | undefined = this.o.token;
     if (this.o.getToken) {
       try {
@@ -258,7 +260,6 @@ export class HeraldClient extends Emitter<ClientEvents> {
       return this.stop(new HeraldError("bad_url", `cannot open ${JSON.stringify(this.o.url)}: ${String(cause)}`, { cause }));
     }
     this.ws = ws;
-    this.timer("connect", this.o.connectTimeoutMs ?? 15000, () => this.drop(gen, "connect timeout"));
     ws.onopen = () => {
       if (gen !== this.gen) return;
       if (this.o.auth === "query") this.authenticated(gen);
@@ -382,6 +383,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     const channels = Array.isArray(msg.channels) ? msg.channels.filter((c): c is string => typeof c === "string") : [];
     switch (msg.type) {
       case "auth_success":
+        if (this.authed) return;
         return this.authenticated(gen, typeof msg.user_id === "string" ? msg.user_id : undefined);
       case "pong":
         return;

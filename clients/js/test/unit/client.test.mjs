@@ -359,6 +359,17 @@ test("a connection that never authenticates is given up after connectTimeoutMs",
   await server.connection(1);
 });
 
+test("a getToken() that never settles is given up after connectTimeoutMs and asked again", async () => {
+  let calls = 0;
+  const c = client({ connectTimeoutMs: 80, token: undefined, getToken: () => (++calls === 1 ? new Promise(() => {}) : "tok") });
+  const disconnected = next(c, "disconnected");
+  c.connect();
+  assert.equal((await disconnected).reason, "connect timeout");
+  await next(c, "connected");
+  assert.equal(calls, 2);
+  assert.equal(server.connections.length, 1);
+});
+
 test("every server error frame reaches the app; refused channels are marked and named", async () => {
   server.forbidden = new Set(["secret", "CORP@ops:x"]);
   const c = client();
