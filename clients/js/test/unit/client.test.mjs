@@ -3,7 +3,8 @@
 // Runs on Node 22+ (the global WebSocket); `./run-tests.sh` provides one.
 import { test, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { HeraldClient, HeraldError } from "../../dist/index.js";
+// HERALD_JS_BUNDLE=1 runs the same tests on the minified bundle.
+const { HeraldClient, HeraldError } = await import(process.env.HERALD_JS_BUNDLE ? "../../dist/herald.min.js" : "../../dist/index.js");
 import { FakeHerald } from "./fake-server.mjs";
 
 if (typeof WebSocket !== "function") {

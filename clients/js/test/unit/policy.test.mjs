@@ -1,7 +1,8 @@
 // The close-code table and the backoff bounds, tested as the pure functions they are.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { backoffDefaults, closeAction, delayFor, compareOffsets, isOffset } from "../../dist/index.js";
+// HERALD_JS_BUNDLE=1 runs the same tests on the minified bundle.
+const { backoffDefaults, closeAction, delayFor, compareOffsets, isOffset } = await import(process.env.HERALD_JS_BUNDLE ? "../../dist/herald.min.js" : "../../dist/index.js");
 
 test("every documented close code maps to its action", () => {
   const table = {
