@@ -347,6 +347,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   }
 
   private retry(gen: number, code: number, reason: string, action: CloseAction): void {
+    this.clearAll();
     const delayMs = delayFor(action, this.attempt, this.b, this.o.random || Math.random);
     this.attempt++;
     this.state = "connecting";
