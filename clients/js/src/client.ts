@@ -111,7 +111,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   private refusal?: string;
   /** The last `error` frame of the current attempt, reported with its close. */
   private lastError?: HeraldError;
-  private subs = new Map<string, Subscription>();
+  private subs = new Map<string, Subscription<any>>();
   /** Newest offset delivered to the application, per channel. */
   private offsets = new Map<string, string>();
   /** Channels the application left: not resumed. */
@@ -169,7 +169,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
    * made before `connect()` are sent with the first connection, and every one is
    * restored, with `since`, after each reconnect.
    */
-  subscribe(channel: string, options: SubscribeOptions = {}): Subscription {
+  subscribe<T = unknown>(channel: string, options: SubscribeOptions = {}): Subscription<T> {
     if (typeof channel !== "string" || !CHANNEL.test(channel)) {
       throw new TypeError(`subscribe: invalid channel name ${JSON.stringify(channel)}: use 1-128 letters, digits, '_', '-', '.', ':' or '@'`);
     }
@@ -180,9 +180,9 @@ export class HeraldClient extends Emitter<ClientEvents> {
     if (options.since !== undefined && !isOffset(options.since)) {
       throw new TypeError(`subscribe: \`since\` must be an offset such as "1700000000000-0", got ${JSON.stringify(options.since)}`);
     }
-    let sub = this.subs.get(channel);
+    let sub = this.subs.get(channel) as Subscription<T> | undefined;
     if (!sub) {
-      sub = new Subscription(this, channel, ack);
+      sub = new Subscription<T>(this, channel, ack);
       this.subs.set(channel, sub);
     }
     this.left.delete(channel);
@@ -198,7 +198,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   }
 
   /** The subscription to `channel`, if any. */
-  getSubscription(channel: string): Subscription | undefined {
+  getSubscription(channel: string): Subscription<unknown> | undefined {
     return this.subs.get(channel);
   }
 
@@ -208,7 +208,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   }
 
   /** @internal `Subscription.unsubscribe()`. */
-  unsubscribe(sub: Subscription): void {
+  unsubscribe(sub: Subscription<any>): void {
     if (this.subs.get(sub.channel) !== sub) return;
     this.subs.delete(sub.channel);
     this.left.add(sub.channel);

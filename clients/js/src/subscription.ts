@@ -39,10 +39,10 @@ export interface SubscribeOptions {
   since?: string;
 }
 
-/** Events of a `Subscription`. */
-export interface SubscriptionEvents {
+/** Events of a `Subscription` whose messages carry data of type `T`. */
+export interface SubscriptionEvents<T = unknown> {
   /** A message of this channel, delivered at most once per offset. */
-  publication: Publication;
+  publication: Publication<T>;
   /**
    * The server confirmed the subscription. `recovered` is present when the SDK asked
    * to resume after an offset: `false` means messages were lost (older than the
@@ -60,11 +60,12 @@ export type SubscriptionState = "pending" | "subscribed" | "refused" | "unsubscr
 
 /** What the subscription needs from its client. */
 export interface SubscriptionHost {
-  unsubscribe(sub: Subscription): void;
+  unsubscribe(sub: Subscription<any>): void;
   lastOffset(channel: string): string | undefined;
 }
 
-export class Subscription extends Emitter<SubscriptionEvents> {
+/** A subscription; `T` is the application's type for the channel's `data` (not checked at run time). */
+export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   /** The channel name. */
   readonly channel: string;
   /** How messages are acknowledged. */
@@ -92,7 +93,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   }
 
   /** @internal */
-  fire<K extends keyof SubscriptionEvents>(event: K, value: SubscriptionEvents[K], quiet?: boolean): unknown[] {
+  fire<K extends keyof SubscriptionEvents<T>>(event: K, value: SubscriptionEvents<T>[K], quiet?: boolean): unknown[] {
     return this.emit(event, value, quiet);
   }
 }

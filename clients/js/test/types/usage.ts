@@ -21,6 +21,17 @@ const off = client.on("error", (e: HeraldError) => console.log(e.code, e.closeCo
 off();
 client.on("disconnected", ({ code, delayMs }) => console.log(code, delayMs));
 
+interface Order {
+  id: number;
+  status: string;
+}
+client.subscribe<Order>("orders").on("publication", (p) => {
+  const status: string = p.data.status;
+  // @ts-expect-error: data is typed by the subscription
+  const missing: string = p.data.missing;
+  void status, missing;
+});
+
 // @ts-expect-error: ack modes are a closed set
 client.subscribe("tasks", { ack: "sometimes" });
 // @ts-expect-error: no such event
