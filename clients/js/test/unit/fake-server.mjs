@@ -32,7 +32,7 @@ export class FakeConnection {
   /** Resolves with the first frame (already received or coming) that `match` accepts. */
   next(match, timeoutMs = 3000) {
     const test = typeof match === "string" ? (f) => f.type === match : match;
-    const found = this.frames.find((f) => !f.seen && test(f));
+    const found = this.frames.find((f) => !f.seen && test(f.frame));
     if (found) {
       found.seen = true;
       return Promise.resolve(found.frame);
