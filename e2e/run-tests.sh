@@ -61,6 +61,11 @@ export HERALD_E2E_SUMMARY="${HERALD_E2E_SUMMARY:-$(mktemp -t herald-e2e-summary.
 status=0
 # The Python client (clients/python): lint, types, unit tests, then its integration tests
 # against the herald-node just built (its own node process, fresh secrets).
+# The browser and Node.js SDK (clients/js): unit tests, type check and size budget on Node 22
+# (installed from the npm registry into $HERALD_CACHE); it also builds clients/js/dist, which
+# the SDK stories in e2e/tests/sdk.rs serve to Chromium.
+step "js client"
+./clients/js/run-tests.sh || status=$?
 step "python client"
 HERALD_NODE_BIN="$CARGO_TARGET_DIR/debug/herald-node" ./clients/python/run-tests.sh --all || status=$?
 step "rust tests"
