@@ -27,6 +27,11 @@ case "${1:-unit}" in
     npm test
     npm run typecheck
     npm run size
+    # `herald-node --dev` serves a copy of the bundle to its demo page: it must be this build.
+    if ! cmp -s dist/herald.min.js ../../node/assets/herald.min.js; then
+      echo "node/assets/herald.min.js is stale: cp clients/js/dist/herald.min.js node/assets/" >&2
+      exit 1
+    fi
     # Older Node (no global WebSocket) with the ws package injected, when the machine has one.
     if [[ -n "${SYSTEM_NODE}" ]] && [[ "$("${SYSTEM_NODE}" -p 'process.versions.node.split(".")[0] < 22')" == "true" ]]; then
       "${SYSTEM_NODE}" --test --test-timeout=60000 test/unit/ws-injected.test.mjs

@@ -289,3 +289,43 @@ async fn sdk_pages_get_every_message_once_in_order_through_a_drain_a_kill_and_a_
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_developer_trying_herald_dev_sees_a_publish_arrive_on_the_sdk_demo_page() -> Result<()> {
+    let node = TestNode::start(&["--dev"]);
+    let browser = Browser::launch(&Launch::new()).await?;
+    let tab = browser.new_tab().await?;
+    tab.navigate(&format!("http://{}/", node.addr)).await?;
+    tab.wait_for(
+        "the demo page to connect through the SDK",
+        "document.getElementById('status').textContent === 'connected'",
+        Duration::from_secs(15),
+    )
+    .await?;
+    tab.evaluate(
+        "document.getElementById('data').value = JSON.stringify({title: 'Hello \"CORP\\\\alice\" 🦀'}); \
+         document.getElementById('publish').click()",
+    )
+    .await?;
+    let shown = tab
+        .wait_for(
+            "the published notification on the page",
+            "[...document.querySelectorAll('#log li')].map(li => li.textContent)\
+               .find(t => t.startsWith('notification'))",
+            Duration::from_secs(15),
+        )
+        .await?;
+    let shown = shown.as_str().unwrap_or_default();
+    assert!(
+        shown.contains(r#""title":"Hello \"CORP\\alice\" 🦀""#),
+        "{shown}"
+    );
+    assert!(
+        tab.evaluate("document.getElementById('published').textContent")
+            .await?
+            .as_str()
+            .is_some_and(|t| t.starts_with("200 ")),
+        "the page's publish was accepted"
+    );
+    Ok(())
+}

@@ -68,6 +68,20 @@ pub fn banner(secrets: &DevSecrets, addr: std::net::SocketAddr, ws_path: &str) -
     )
 }
 
+/// Where `--dev` serves the SDK bundle the demo page imports.
+pub const SDK_PATH: &str = "/herald.min.js";
+
+/// The SDK (`clients/js`), built: a copy of `clients/js/dist/herald.min.js` that
+/// `clients/js/run-tests.sh` checks is current.
+pub fn sdk_bundle() -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")
+        .body(Full::new(Bytes::from_static(include_bytes!(
+            "../assets/herald.min.js"
+        ))))
+        .expect("valid response")
+}
+
 /// The demo page, with a token for user 1 and the API key filled in.
 pub fn demo_page(node: &Node) -> Response<Body> {
     let secret = node.auth_secret_for_dev().unwrap_or_default();

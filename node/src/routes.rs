@@ -53,6 +53,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route_layer(middleware::from_fn(trace_publish));
     Router::new()
         .route("/", get(index))
+        .route(dev::SDK_PATH, get(sdk_bundle))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -163,6 +164,14 @@ async fn index(State(node): State<Arc<Node>>) -> Response<api::Body> {
         StatusCode::OK,
         &json!({"service": "herald-node", "node": node.id, "websocket": node.config.ws_path}),
     )
+}
+
+/// The SDK bundle the demo page imports (`--dev` only).
+async fn sdk_bundle(State(node): State<Arc<Node>>) -> Response<api::Body> {
+    if node.config.dev {
+        return dev::sdk_bundle();
+    }
+    not_found().await
 }
 
 async fn healthz() -> Response<api::Body> {
