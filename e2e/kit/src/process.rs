@@ -14,11 +14,12 @@
 //! - [`Spawn::grace`] makes the stop polite: SIGTERM, up to the grace period, then SIGKILL;
 //!   without it a stop is SIGKILL at once. Either way the process is reaped, and dropping a
 //!   [`Process`] stops it.
+//! - Failures a caller acts on (a binary that is not installed, a process that died) are a
+//!   [`ProcessError`] to match on rather than text to search.
 
 use std::collections::VecDeque;
-use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{self, BufRead, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -26,13 +27,60 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context};
 use parking_lot::Mutex;
 
 /// Standard-output lines kept for [`Process::log_tail`] when output goes to a line channel.
 pub const RECENT_LINES: usize = 200;
 /// Pause between two checks while waiting for an exit.
 const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// Why a [`Process`] could not be started or is not running.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The log file could not be opened.
+    #[error("could not open {}", path.display())]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The program could not be started (`source.kind()` is `NotFound` when it is not
+    /// installed).
+    #[error("could not start {name} ({})", program.display())]
+    Spawn {
+        /// The process's name in messages.
+        name: String,
+        /// The program.
+        program: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The process could not be checked on.
+    #[error("could not check on {name}")]
+    Wait {
+        /// The process's name in messages.
+        name: String,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The process exited (or was reaped) while it was expected to run.
+    #[error("{name} exited with {status} while {doing}{log}")]
+    Exited {
+        /// The process's name in messages.
+        name: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// What the fixture was doing.
+        doing: String,
+        /// The tail of its output.
+        log: String,
+    },
+}
 
 /// How to start a [`Process`]: the command plus where its output goes and how it stops.
 #[must_use]
@@ -84,16 +132,20 @@ impl Spawn {
     }
 
     /// Starts it.
-    pub fn spawn(mut self) -> Result<Process> {
-        let program = self.command.get_program().to_owned();
+    pub fn spawn(mut self) -> Result<Process, ProcessError> {
+        let program = PathBuf::from(self.command.get_program());
         self.command.stdin(Stdio::null());
         if let Some(path) = &self.log {
-            let log = OpenOptions::new()
+            let (out, err) = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .with_context(|| format!("could not open {}", path.display()))?;
-            self.command.stdout(log.try_clone()?).stderr(log);
+                .and_then(|log| Ok((log.try_clone()?, log)))
+                .map_err(|source| ProcessError::Log {
+                    path: path.clone(),
+                    source,
+                })?;
+            self.command.stdout(out).stderr(err);
         }
         if self.stdout_lines {
             self.command.stdout(Stdio::piped());
@@ -101,10 +153,11 @@ impl Spawn {
         if self.own_group {
             self.command.process_group(0);
         }
-        let mut child = self
-            .command
-            .spawn()
-            .with_context(|| spawn_failure(&self.name, &program))?;
+        let mut child = self.command.spawn().map_err(|source| ProcessError::Spawn {
+            name: self.name.clone(),
+            program,
+            source,
+        })?;
         let recent = Arc::new(Mutex::new(VecDeque::new()));
         let lines = match child.stdout.take() {
             Some(stdout) if self.stdout_lines => Some(forward_lines(stdout, recent.clone())),
@@ -126,11 +179,6 @@ impl Spawn {
             grace: self.grace,
         })
     }
-}
-
-fn spawn_failure(name: &str, program: &OsStr) -> String {
-    let program = Path::new(program).display();
-    format!("could not start {name} ({program})")
 }
 
 /// Reads `stdout` line by line on a thread: into the returned channel and the `recent` ring.
@@ -193,13 +241,14 @@ impl Process {
     }
 
     /// Its exit status if it has exited (then it is reaped and [`Self::pid`] is `None`).
-    pub fn try_exit(&mut self) -> Result<Option<ExitStatus>> {
+    pub fn try_exit(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
         let Some(child) = self.child.as_mut() else {
             return Ok(self.status);
         };
-        let status = child
-            .try_wait()
-            .with_context(|| format!("could not check on {}", self.name))?;
+        let status = child.try_wait().map_err(|source| ProcessError::Wait {
+            name: self.name.clone(),
+            source,
+        })?;
         if status.is_some() {
             self.child = None;
             self.status = status;
@@ -208,15 +257,16 @@ impl Process {
     }
 
     /// Fails with the log tail when it has exited.
-    pub fn check_running(&mut self, doing: &str, tail_lines: usize) -> Result<()> {
-        if let Some(status) = self.try_exit()? {
-            bail!(
-                "{} exited with {status} while {doing}{}",
-                self.name,
-                self.log_tail(tail_lines)
-            );
+    pub fn check_running(&mut self, doing: &str, tail_lines: usize) -> Result<(), ProcessError> {
+        match self.try_exit()? {
+            Some(status) => Err(ProcessError::Exited {
+                name: self.name.clone(),
+                status,
+                doing: doing.to_owned(),
+                log: self.log_tail(tail_lines),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Waits up to `limit` for it to exit; its status, or `None` if it still runs.
@@ -259,7 +309,7 @@ impl Process {
     }
 
     /// Sends `SIG<signal>` (`TERM`, `HUP`, `STOP`, ...) to the process itself.
-    pub fn signal(&self, signal: &str) -> Result<()> {
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let Some(pid) = self.pid() else {
             bail!("{} is not running{}", self.name, self.log_tail(15));
         };
@@ -330,7 +380,7 @@ impl Drop for Process {
 }
 
 /// Runs `kill -SIG<signal> -- <target>` (a pid, or `-pgid` for a group).
-pub fn send_signal(signal: &str, target: &str) -> Result<()> {
+pub fn send_signal(signal: &str, target: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
         .args([format!("-{signal}"), "--".to_owned(), target.to_owned()])
         .stderr(Stdio::null())
@@ -435,12 +485,34 @@ mod tests {
             assert!(Instant::now() < deadline, "sh did not exit");
             std::thread::sleep(EXIT_POLL);
         };
-        let text = format!("{err:#}");
+        let ProcessError::Exited { status, log, .. } = &err else {
+            panic!("not an exit: {err:?}");
+        };
+        assert_eq!(status.code(), Some(3));
+        assert!(log.contains("bad flag --x"), "{log}");
+        let text = err.to_string();
         assert!(
             text.contains("failing exited with exit status: 3 while starting"),
             "{text}"
         );
-        assert!(text.contains("bad flag --x"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_program_is_a_matchable_error() {
+        let err = Spawn::new("ghost", Command::new("/nonexistent/herald-\"ghost\" 🦀"))
+            .spawn()
+            .unwrap_err();
+        match &err {
+            ProcessError::Spawn { name, source, .. } => {
+                assert_eq!(name, "ghost");
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("not a spawn error: {other:?}"),
+        }
+        assert!(
+            err.to_string().starts_with("could not start ghost ("),
+            "{err}"
+        );
     }
 
     #[test]
