@@ -66,18 +66,19 @@ async fn the_chart_lints_strictly_clean_with_and_without_its_optional_parts() ->
         lint.stdout, lint.stderr
     );
 
-    let values = std::env::temp_dir().join(format!("herald-lint-{}.json", std::process::id()));
-    std::fs::write(&values, everything_on().to_string())?;
+    let values = tempfile::Builder::new()
+        .prefix("herald-lint-")
+        .suffix(".json")
+        .tempfile()?;
+    std::fs::write(values.path(), everything_on().to_string())?;
     let lint = offline(&[
         "lint",
         "--strict",
         &chart,
         "--values",
-        &values.to_string_lossy(),
+        &values.path().to_string_lossy(),
     ])
-    .await;
-    let _ = std::fs::remove_file(&values);
-    let lint = lint?;
+    .await?;
     assert!(
         lint.success,
         "helm lint --strict with every option on: {}{}",

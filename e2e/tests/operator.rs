@@ -360,8 +360,12 @@ async fn node_count_follows_real_heartbeats_and_channels_reach_running_nodes() {
             .map(str::to_owned)
     })
     .await;
-    let channels_file =
-        std::env::temp_dir().join(format!("herald-op-channels-{}.json", std::process::id()));
+    // Removed when the test ends (declared before the node, so dropped after it).
+    let channels_dir = tempfile::Builder::new()
+        .prefix("herald-op-channels-")
+        .tempdir()
+        .expect("a temporary directory");
+    let channels_file = channels_dir.path().join("channels.json");
     let sync_channels = || async {
         let cm = get_json(&plane, &["configmap", "push-node-config"]).await?;
         let text = cm["data"]["channels.json"].as_str()?.to_owned();
