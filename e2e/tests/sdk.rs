@@ -155,7 +155,13 @@ async fn publish_until(node: Arc<TestNode>, stop: Arc<AtomicBool>, period: Durat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_pages_get_every_message_once_in_order_through_a_drain_a_kill_and_a_redis_failover(
 ) -> Result<()> {
-    let dist = sdk_dist()?;
+    // A copy: the SDK's own suite, running beside this story, rebuilds `dist/`.
+    let served = tempfile::tempdir()?;
+    std::fs::copy(
+        sdk_dist()?.join("herald.min.js"),
+        served.path().join("herald.min.js"),
+    )?;
+    let dist = served.path().to_path_buf();
     let mut cluster = RedisCluster::start(3, 1).await?;
     let url = cluster.url();
     let start = |i: usize| {

@@ -83,12 +83,22 @@ test("the bundle in Chromium resumes across a cut connection: six messages, each
   const user = `CORP\\alice "browser" 😀 ${randomUUID()}`;
   const config = { url: env("HERALD_WS_URL"), mode: MODE, token: mint(user) };
   const page = `http://127.0.0.1:${server.address().port}/#${encodeURIComponent(JSON.stringify(config))}`;
-  const chromium = spawn(CHROMIUM, ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", `--user-data-dir=${profile}`, page], { stdio: "ignore" });
+  // Its own process group: Chromium's helper processes (renderer, GPU, network) are
+  // stopped with it, so none is still writing the profile when it is removed.
+  const chromium = spawn(CHROMIUM, ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+    `--user-data-dir=${profile}`, page], { stdio: "ignore", detached: true });
   const exited = new Promise((resolve) => chromium.on("exit", resolve));
+  const signalGroup = (signal) => {
+    try { process.kill(-chromium.pid, signal); } catch { /* already gone */ }
+  };
   t.after(async () => {
-    chromium.kill("SIGTERM");
+    signalGroup("SIGTERM");
     await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 3000))]);
-    chromium.kill("SIGKILL");
+    signalGroup("SIGKILL");
+    await exited;
+    // Helpers outlive the main process by a moment after SIGKILL.
+    await new Promise((resolve) => setTimeout(resolve, 200));
     server.close();
     rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
   });
