@@ -46,6 +46,29 @@ async fn a_name_too_long_for_its_service_is_refused_on_apply() {
     apply(&plane, &push_cluster("default", &"p".repeat(58)))
         .await
         .expect("58 characters fit: <name>-node is 63");
+
+    // A Channel without spec.name is named after the object: nodes refuse channel names
+    // over 128 characters, so the API server refuses such a Channel on apply.
+    let channel = |name: &str, spec_name: Option<&str>| {
+        let mut spec = json!({"cluster": "p", "access": "authenticated"});
+        if let Some(spec_name) = spec_name {
+            spec["name"] = json!(spec_name);
+        }
+        json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+               "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+    };
+    let long = "c".repeat(129);
+    let err = apply(&plane, &channel(&long, None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 128 characters"), "{err}");
+    apply(&plane, &channel(&long, Some("short")))
+        .await
+        .expect("a long object name with spec.name is fine");
+    apply(&plane, &channel(&"d".repeat(128), None))
+        .await
+        .expect("128 characters are a valid channel name");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

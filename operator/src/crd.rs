@@ -439,6 +439,9 @@ impl From<Access> for herald_contract::Access {
     shortname = "hch",
     category = "herald",
     doc = "A Herald channel: who may subscribe, which message types it carries, and how much history it keeps",
+    // Without spec.name the channel is named after the object, and nodes refuse channel
+    // names over `herald_contract::channel_name::MAX_LEN` (128) characters.
+    validation = Rule::new("has(self.spec.name) || self.metadata.name.size() <= 128").message("without spec.name the channel is named after metadata.name, which then has at most 128 characters (Herald's channel-name limit); set spec.name or use a shorter name"),
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
     printcolumn(name = "Channel", type_ = "string", json_path = ".status.channel"),
     printcolumn(name = "Access", type_ = "string", json_path = ".spec.access"),
