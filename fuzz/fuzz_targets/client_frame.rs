@@ -28,7 +28,11 @@ impl From<Meant> for ClientMessage {
     fn from(meant: Meant) -> Self {
         match meant {
             Meant::Ping => ClientMessage::Ping,
-            Meant::Subscribe(channels, since) => ClientMessage::Subscribe { channels, since },
+            Meant::Subscribe(channels, since) => ClientMessage::Subscribe {
+                channels,
+                since,
+                filter: None,
+            },
             Meant::Unsubscribe(channels) => ClientMessage::Unsubscribe { channels },
             Meant::Ack(channel, offset) => ClientMessage::Ack { channel, offset },
         }
@@ -39,9 +43,17 @@ impl From<Meant> for ClientMessage {
 fn frame(message: &ClientMessage) -> String {
     match message {
         ClientMessage::Ping => json!({"type": "ping"}),
-        ClientMessage::Subscribe { channels, since } => {
-            json!({"type": "subscribe", "channels": channels, "since": since})
+        ClientMessage::Subscribe {
+            channels,
+            since,
+            filter,
+        } => {
+            let filter = filter
+                .as_ref()
+                .map(|f| json!({"types": f.types().collect::<Vec<_>>()}));
+            json!({"type": "subscribe", "channels": channels, "since": since, "filter": filter})
         }
+        ClientMessage::Auth { token } => json!({"type": "auth", "token": token}),
         ClientMessage::Unsubscribe { channels } => {
             json!({"type": "unsubscribe", "channels": channels})
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::auth::Identity;
 use crate::broker::BrokerError;
 use crate::channels::{Admission, ChannelConfig};
+use crate::filter::Filter;
 use crate::hub::{HubError, Registration, SessionId};
 use crate::message::Topic;
 use crate::node::Node;
@@ -27,6 +28,8 @@ pub struct Membership {
     counted: bool,
     /// Subscribed channels and the broker topic each holds.
     held: Vec<(ChannelName, Topic)>,
+    /// The filters of the subscribed channels that have one.
+    filters: Vec<(ChannelName, Arc<Filter>)>,
 }
 
 /// Why an authenticated connection could not be opened.
@@ -94,6 +97,7 @@ impl Membership {
             user,
             counted: false,
             held: Vec::new(),
+            filters: Vec::new(),
         };
         Ok((membership, registration))
     }
@@ -154,13 +158,44 @@ impl Membership {
         channel: &ChannelName,
         topic: Topic,
     ) -> Result<bool, BrokerError> {
+        self.subscribe_filtered(channel, topic, None).await
+    }
+
+    /// Subscribes to what `filter` admits of `channel`; on a channel already joined,
+    /// replaces its filter instead (and answers false).
+    pub async fn subscribe_filtered(
+        &mut self,
+        channel: &ChannelName,
+        topic: Topic,
+        filter: Option<Arc<Filter>>,
+    ) -> Result<bool, BrokerError> {
         if self.is_subscribed(channel) {
+            self.node.hub.set_filter(self.id, channel, filter.clone());
+            self.keep_filter(channel, filter);
             return Ok(false);
         }
         self.node.broker.subscribe(topic.clone()).await?;
-        self.node.hub.subscribe(self.id, channel);
+        self.node
+            .hub
+            .subscribe_filtered(self.id, channel, filter.clone());
         self.held.push((channel.clone(), topic));
+        self.keep_filter(channel, filter);
         Ok(true)
+    }
+
+    fn keep_filter(&mut self, channel: &ChannelName, filter: Option<Arc<Filter>>) {
+        self.filters.retain(|(c, _)| c != channel);
+        if let Some(filter) = filter {
+            self.filters.push((channel.clone(), filter));
+        }
+    }
+
+    /// The filter of the subscription to `channel`, if it has one.
+    pub fn filter(&self, channel: &str) -> Option<&Filter> {
+        self.filters
+            .iter()
+            .find(|(c, _)| &**c == channel)
+            .map(|(_, f)| &**f)
     }
 
     /// Unsubscribes from `channel`; false when not subscribed.
@@ -169,6 +204,7 @@ impl Membership {
             return false;
         };
         let (channel, topic) = self.held.swap_remove(index);
+        self.filters.retain(|(c, _)| *c != channel);
         self.node.hub.unsubscribe(self.id, &channel);
         self.node.broker.unsubscribe(topic);
         true

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::filter::{self, Filter};
 use crate::message::{DeliverySink, Message, Offset, Target};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
@@ -121,10 +122,18 @@ struct Entry {
     subscriptions: Vec<ChannelName>,
 }
 
+/// One connection's place in a channel's fan-out.
+#[derive(Debug, Clone)]
+struct Subscriber {
+    outbox: Outbox,
+    /// What it wants of the channel; `None` (the common case): everything.
+    filter: Option<Arc<Filter>>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     sessions: HashMap<SessionId, Entry>,
-    channels: HashMap<ChannelName, HashMap<SessionId, Outbox>>,
+    channels: HashMap<ChannelName, HashMap<SessionId, Subscriber>>,
     users: HashMap<UserId, Vec<SessionId>>,
 }
 
@@ -247,8 +256,20 @@ impl Hub {
         entry.subscriptions
     }
 
-    /// Subscribes a connection; returns false when it already was subscribed.
+    /// Subscribes a connection to every message of `channel`; returns false when it
+    /// already was subscribed.
     pub fn subscribe(&self, id: SessionId, channel: &ChannelName) -> bool {
+        self.subscribe_filtered(id, channel, None)
+    }
+
+    /// Subscribes a connection to what `filter` admits of `channel`; returns false
+    /// when it already was subscribed (see [`Hub::set_filter`]).
+    pub fn subscribe_filtered(
+        &self,
+        id: SessionId,
+        channel: &ChannelName,
+        filter: Option<Arc<Filter>>,
+    ) -> bool {
         let mut state = self.state.write();
         let state = &mut *state;
         let Some(entry) = state.sessions.get_mut(&id) else {
@@ -258,13 +279,28 @@ impl Hub {
             return false;
         }
         entry.subscriptions.push(channel.clone());
-        state
-            .channels
-            .entry(channel.clone())
-            .or_default()
-            .insert(id, entry.outbox.clone());
+        state.channels.entry(channel.clone()).or_default().insert(
+            id,
+            Subscriber {
+                outbox: entry.outbox.clone(),
+                filter,
+            },
+        );
         self.metrics.subscriptions.inc();
         true
+    }
+
+    /// Replaces the filter of a connection's subscription to `channel`; false when it
+    /// is not subscribed.
+    pub fn set_filter(&self, id: SessionId, channel: &str, filter: Option<Arc<Filter>>) -> bool {
+        let mut state = self.state.write();
+        match state.channels.get_mut(channel).and_then(|s| s.get_mut(&id)) {
+            Some(subscriber) => {
+                subscriber.filter = filter;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Unsubscribes a connection; returns false when it was not subscribed.
@@ -333,14 +369,14 @@ impl Hub {
             };
             match &message.target {
                 Target::All => {
-                    for outbox in subscribers.values() {
-                        fanout.push(outbox, &delivery);
+                    for subscriber in subscribers.values() {
+                        fanout.push(subscriber, message, &delivery);
                     }
                 }
                 Target::User(user) => {
                     let ids = state.users.get(user).map(Vec::as_slice).unwrap_or(&[]);
-                    for outbox in ids.iter().filter_map(|id| subscribers.get(id)) {
-                        fanout.push(outbox, &delivery);
+                    for subscriber in ids.iter().filter_map(|id| subscribers.get(id)) {
+                        fanout.push(subscriber, message, &delivery);
                     }
                 }
             }
@@ -412,7 +448,11 @@ struct Fanout {
 }
 
 impl Fanout {
-    fn push(&mut self, outbox: &Outbox, delivery: &Arc<Delivery>) {
+    fn push(&mut self, subscriber: &Subscriber, message: &Message, delivery: &Arc<Delivery>) {
+        if !filter::admits(subscriber.filter.as_deref(), message) {
+            return;
+        }
+        let outbox = &subscriber.outbox;
         match outbox.tx.try_send(delivery.clone()) {
             Ok(()) => self.queued += 1,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -425,7 +465,7 @@ impl Fanout {
 }
 
 fn remove_subscriber(
-    channels: &mut HashMap<ChannelName, HashMap<SessionId, Outbox>>,
+    channels: &mut HashMap<ChannelName, HashMap<SessionId, Subscriber>>,
     channel: &str,
     id: SessionId,
 ) {

@@ -30,6 +30,7 @@ pub mod channels;
 pub mod config;
 pub mod connection;
 pub mod dev;
+pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;

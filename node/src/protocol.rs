@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::filter::Filter;
 use crate::message::Offset;
 
 /// A message a client sent, validated.
@@ -26,6 +27,8 @@ pub enum ClientMessage {
         channels: Vec<String>,
         /// Per-channel offset of the last message the client saw (recovery).
         since: BTreeMap<String, String>,
+        /// `"filter":{"types":[...]}`: only these message types, live and replayed.
+        filter: Option<Filter>,
     },
     /// `{"type":"unsubscribe","channels":[...]}`.
     Unsubscribe {
@@ -91,6 +94,7 @@ impl ClientMessage {
             "subscribe" => Ok(Self::Subscribe {
                 channels: string_list(&object, "channels")?,
                 since: since_map(&object)?,
+                filter: filter(&object)?,
             }),
             "unsubscribe" => Ok(Self::Unsubscribe {
                 channels: string_list(&object, "channels")?,
@@ -142,6 +146,25 @@ fn string_field(object: &Fields<'_>, field: &str) -> Result<String, ParseError> 
         .get(field)
         .and_then(|raw| typed(raw))
         .ok_or_else(|| ParseError::BadField(format!("\"{field}\" must be a string")))
+}
+
+fn filter(object: &Fields<'_>) -> Result<Option<Filter>, ParseError> {
+    let Some(raw) = object.get("filter").filter(|raw| raw.get() != "null") else {
+        return Ok(None);
+    };
+    let bad = |why: &str| ParseError::BadField(format!("\"filter\" {why}"));
+    let fields: Fields<'_> = serde_json::from_str(raw.get())
+        .map_err(|_| bad("must be an object such as {\"types\":[\"order_update\"]}"))?;
+    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "types") {
+        return Err(bad(&format!(
+            "has an unknown key {unknown:?}; known: types"
+        )));
+    }
+    let types = string_list(&fields, "types")
+        .map_err(|_| bad("\"types\" must be an array of message types (strings)"))?;
+    Filter::by_types(types)
+        .map(Some)
+        .map_err(|e| ParseError::BadField(e.to_string()))
 }
 
 fn since_map(object: &Fields<'_>) -> Result<BTreeMap<String, String>, ParseError> {
@@ -324,6 +347,7 @@ mod tests {
             Ok(ClientMessage::Subscribe {
                 channels: vec!["notifications".into(), "alerts".into()],
                 since: BTreeMap::new(),
+                filter: None,
             })
         );
     }
@@ -410,6 +434,7 @@ mod tests {
             Ok(ClientMessage::Subscribe {
                 channels: vec![],
                 since: BTreeMap::from([(token.into(), "5-1".into())]),
+                filter: None,
             })
         );
         let smuggled = format!(r#"{{"type":"subscribe","channels":{{"{token}":"[\"a\"]"}}}}"#);
@@ -488,7 +513,7 @@ mod properties {
             let subscribe = json!({"type": "subscribe", "channels": channels, "since": since});
             prop_assert_eq!(
                 ClientMessage::parse(&subscribe.to_string()),
-                Ok(ClientMessage::Subscribe { channels: channels.clone(), since })
+                Ok(ClientMessage::Subscribe { channels: channels.clone(), since, filter: None })
             );
             let unsubscribe = json!({"type": "unsubscribe", "channels": channels});
             prop_assert_eq!(

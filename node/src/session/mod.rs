@@ -195,9 +195,11 @@ where
                     .await
             }
             Ok(ClientMessage::Ping) => self.send(ServerMessage::pong_now()).await,
-            Ok(ClientMessage::Subscribe { channels, since }) => {
-                self.on_subscribe(channels, &since).await
-            }
+            Ok(ClientMessage::Subscribe {
+                channels,
+                since,
+                filter,
+            }) => self.on_subscribe(channels, &since, filter).await,
             Ok(ClientMessage::Unsubscribe { channels }) => self.on_unsubscribe(channels).await,
             Ok(ClientMessage::Ack { channel, offset }) => self.on_ack(&channel, &offset).await,
             Ok(ClientMessage::Auth { .. }) => {

@@ -3,6 +3,7 @@
 //! offline delivery of joined channels since the user's cursor).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -12,6 +13,7 @@ use super::cursors::keeps_cursor;
 use super::{error_label, Flow, Session};
 use crate::channels::{Admission, ChannelConfig};
 use crate::connection::topic_for;
+use crate::filter::{self, Filter};
 use crate::hub::Delivery;
 use crate::message::{Message, Offset, Target, Topic};
 use crate::protocol::{ErrorCode, ServerMessage};
@@ -76,9 +78,10 @@ where
             Target::User(user) => self.identity.user.as_ref() == Some(user),
         };
         let unsent = |d: &Delivery| d.offset.is_none() || d.offset > sent;
+        let wanted = self.membership.filter(channel);
         let deliveries: Vec<Delivery> = messages
             .iter()
-            .filter(|m| mine(m))
+            .filter(|m| mine(m) && filter::admits(wanted, m))
             .map(Delivery::of)
             .filter(unsent)
             .collect();
@@ -156,7 +159,9 @@ where
         &mut self,
         requested: Vec<String>,
         since: &BTreeMap<String, String>,
+        filter: Option<Filter>,
     ) -> Flow {
+        let filter = filter.map(Arc::new);
         let limit = self.node.config.max_subscriptions;
         if requested.len() > limit {
             let why = format!("a subscribe may name at most {limit} channels");
@@ -177,18 +182,26 @@ where
                 refusals.add(ErrorCode::Forbidden, name, why);
                 continue;
             }
-            if !self.membership.is_subscribed(&name) {
-                if self.membership.subscription_count() >= limit {
-                    let why = format!("a connection may hold at most {limit} subscriptions");
-                    refusals.add(ErrorCode::TooManySubscriptions, name, &why);
-                    continue;
-                }
-                let topic = topic_for(interned, config, &self.identity);
-                if let Err(e) = self.membership.subscribe(interned, topic).await {
+            if !self.membership.is_subscribed(&name)
+                && self.membership.subscription_count() >= limit
+            {
+                let why = format!("a connection may hold at most {limit} subscriptions");
+                refusals.add(ErrorCode::TooManySubscriptions, name, &why);
+                continue;
+            }
+            // On a channel already joined this replaces its filter (or removes it).
+            let topic = topic_for(interned, config, &self.identity);
+            match self
+                .membership
+                .subscribe_filtered(interned, topic, filter.clone())
+                .await
+            {
+                Ok(true) => joined.push(interned.clone()),
+                Ok(false) => {}
+                Err(e) => {
                     refusals.add(ErrorCode::Unavailable, name, &e.to_string());
                     continue;
                 }
-                joined.push(interned.clone());
             }
             granted.push(name);
         }
