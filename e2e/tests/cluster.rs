@@ -823,3 +823,97 @@ async fn a_backend_retrying_through_any_node_with_one_idempotency_key_delivers_o
         assert_eq!(body["error"]["code"], "idempotency_key_reused");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_dashboards_on_every_node_get_only_their_types_and_resume_through_the_filter() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let file = channel_file(
+        "filters",
+        json!([{"name": "stocks", "access": "authenticated", "history": true, "capacity": 500}]),
+    );
+    let path = file.path.to_str().unwrap();
+    let nodes = start_nodes(&cluster, 3, &["--channels", path]);
+    let kinds = ["price", "volume", "CORP\\\"news\" 🦀"];
+    let subscribe = |filter: Value, since: Value| json!({"type": "subscribe", "channels": ["stocks"], "filter": filter, "since": since});
+    // One dashboard per type on each node, and one unfiltered client.
+    let mut dashboards = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for kind in kinds {
+            let mut client = node.connect(&format!("viewer-{i}-{kind}")).await;
+            client
+                .send_json(subscribe(json!({"types": [kind]}), Value::Null))
+                .await;
+            client.recv_type("subscription_success").await;
+            dashboards.push((i, kind, client));
+        }
+    }
+    let mut everything = nodes[0].connect("auditor").await;
+    everything
+        .send_json(subscribe(Value::Null, Value::Null))
+        .await;
+    everything.recv_type("subscription_success").await;
+    // Publishers race through all three nodes.
+    const ROUNDS: usize = 30;
+    let nodes = std::sync::Arc::new(nodes);
+    let mut tasks = Vec::new();
+    for p in 0..3 {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..ROUNDS {
+                let kind = ["price", "volume", "CORP\\\"news\" 🦀"][(n + p) % 3];
+                let (status, body) = nodes[p]
+                    .publish(&json!({"channel": "stocks", "type": kind,
+                                     "data": {"publisher": p, "n": n}}))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = 3 * ROUNDS;
+    let mut unfiltered = 0;
+    while unfiltered < total {
+        let frame = everything
+            .recv_within(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("the unfiltered client got only {unfiltered} of {total}"));
+        if frame["channel"] == "stocks" {
+            unfiltered += 1;
+        }
+    }
+    let mut seen_total = 0;
+    let mut last_offsets = Vec::new();
+    for (_, kind, client) in dashboards.iter_mut() {
+        let got = collect(client, kind, ROUNDS).await;
+        client.expect_silence(Duration::from_millis(300)).await;
+        assert!(got.iter().all(|m| m["type"] == *kind), "{kind}: {got:?}");
+        seen_total += got.len();
+        last_offsets.push(got[ROUNDS / 2]["offset"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        seen_total,
+        3 * total,
+        "each of 3 nodes saw every message once, by type"
+    );
+    // A dashboard reconnects to another node and resumes from the middle through its
+    // filter: exactly the rest of its type, nothing of the others.
+    let (i, kind, client) = dashboards.remove(0);
+    drop(client);
+    let mut resumed = nodes[(i + 1) % 3].connect("viewer-again").await;
+    resumed
+        .send_json(subscribe(
+            json!({"types": [kind]}),
+            json!({"stocks": last_offsets[0]}),
+        ))
+        .await;
+    let reply = resumed.recv_type("subscription_success").await;
+    assert_eq!(reply["recovered"]["stocks"], true);
+    let rest = collect(&mut resumed, kind, ROUNDS - ROUNDS / 2 - 1).await;
+    resumed.expect_silence(Duration::from_millis(500)).await;
+    assert!(rest.iter().all(|m| m["type"] == kind));
+}
