@@ -180,10 +180,18 @@ export class HeraldClient extends Emitter<ClientEvents> {
     if (options.since !== undefined && !isOffset(options.since)) {
       throw new TypeError(`subscribe: \`since\` must be an offset such as "1700000000000-0", got ${JSON.stringify(options.since)}`);
     }
+    const types = options.types === undefined ? undefined : [...new Set(options.types)].sort();
+    if (types !== undefined && (!types.length || types.length > 16 || types.some((t) => typeof t !== "string" || !t.length))) {
+      throw new TypeError("subscribe: `types` must list 1-16 message types (non-empty strings)");
+    }
     let sub = this.subs.get(channel) as Subscription<T> | undefined;
     if (!sub) {
-      sub = new Subscription<T>(this, channel, ack);
+      sub = new Subscription<T>(this, channel, ack, types);
       this.subs.set(channel, sub);
+    } else if (JSON.stringify(sub.types) !== JSON.stringify(types)) {
+      // A new filter: the node replaces it on the next subscribe.
+      sub.types = types;
+      if (sub.state === "subscribed") this.queueSubscribe(channel);
     }
     this.left.delete(channel);
     const known = this.offsets.get(channel);
@@ -497,14 +505,28 @@ export class HeraldClient extends Emitter<ClientEvents> {
     const all = [...this.unsentSubs];
     this.unsentSubs.clear();
     const size = this.o.maxChannelsPerSubscribe || 64;
-    for (let i = 0; i < all.length; i += size) {
-      const channels = all.slice(i, i + size);
-      const since: Record<string, string> = {};
-      for (const channel of channels) {
-        const offset = this.offsets.get(channel);
-        if (offset) since[channel] = offset;
+    // One subscribe frame carries one filter: group the channels by theirs.
+    const groups = new Map<string, string[]>();
+    for (const channel of all) {
+      const key = JSON.stringify(this.subs.get(channel)?.types ?? null);
+      groups.set(key, [...(groups.get(key) ?? []), channel]);
+    }
+    for (const [key, group] of groups) {
+      const types = JSON.parse(key) as string[] | null;
+      for (let i = 0; i < group.length; i += size) {
+        const channels = group.slice(i, i + size);
+        const since: Record<string, string> = {};
+        for (const channel of channels) {
+          const offset = this.offsets.get(channel);
+          if (offset) since[channel] = offset;
+        }
+        this.send({
+          type: "subscribe",
+          channels,
+          ...(Object.keys(since).length ? { since } : {}),
+          ...(types ? { filter: { types } } : {}),
+        });
       }
-      this.send({ type: "subscribe", channels, ...(Object.keys(since).length ? { since } : {}) });
     }
   }
 

@@ -37,6 +37,11 @@ export interface SubscribeOptions {
   ack?: AckMode;
   /** Resume after this offset on the first subscribe (e.g. one kept in sessionStorage). */
   since?: string;
+  /**
+   * Only these message types, live and in every replay (the node filters; 1-16 types).
+   * Calling `subscribe()` again with other types (or none) replaces the filter.
+   */
+  types?: string[];
 }
 
 /** Events of a `Subscription` whose messages carry data of type `T`. */
@@ -70,16 +75,19 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   readonly channel: string;
   /** How messages are acknowledged. */
   readonly ack: AckMode;
+  /** The message types the node sends for this subscription; `undefined`: all. */
+  types: string[] | undefined;
   /** `pending` until the server confirms; `refused` after a refusal (not retried until `subscribe()` is called again). */
   state: SubscriptionState = "pending";
   private host: SubscriptionHost;
 
   /** @internal created by `HeraldClient.subscribe`. */
-  constructor(host: SubscriptionHost, channel: string, ack: AckMode) {
+  constructor(host: SubscriptionHost, channel: string, ack: AckMode, types?: string[]) {
     super();
     this.host = host;
     this.channel = channel;
     this.ack = ack;
+    this.types = types;
   }
 
   /** The offset of the newest message delivered on this channel, if any. */

@@ -570,3 +570,30 @@ async function until(condition, timeoutMs = 3000) {
     await sleep(5);
   }
 }
+
+test("types: the subscribe carries the filter, resumes keep it, a new filter is sent at once", async () => {
+  const c = client();
+  const prices = c.subscribe("stocks", { types: ["price", "CORP\\\"q\" 😀", "price"] });
+  c.subscribe("alerts");
+  c.connect();
+  const first = await server.connection(0);
+  const filtered = await first.next((f) => f.type === "subscribe" && f.channels.includes("stocks"));
+  assert.deepEqual(filtered.channels, ["stocks"], "a filter travels in a frame of its own");
+  assert.deepEqual(filtered.filter, { types: ["CORP\\\"q\" 😀", "price"] });
+  const plain = await first.next((f) => f.type === "subscribe" && f.channels.includes("alerts"));
+  assert.equal(plain.filter, undefined);
+  server.publish("stocks", { i: 0 });
+  await next(prices, "publication");
+  first.close(1012, "draining");
+  const second = await server.connection(1);
+  const resumed = await second.next((f) => f.type === "subscribe" && f.channels.includes("stocks"));
+  assert.deepEqual(resumed.filter, { types: ["CORP\\\"q\" 😀", "price"] });
+  assert.ok(resumed.since && resumed.since.stocks, "the resume carries since with the filter");
+  await until(() => prices.state === "subscribed");
+  c.subscribe("stocks", { types: ["volume"] });
+  const changed = await second.next((f) => f.type === "subscribe" && f.filter && f.filter.types[0] === "volume");
+  assert.deepEqual(changed.channels, ["stocks"]);
+  assert.throws(() => c.subscribe("other", { types: [] }), /types/);
+  assert.throws(() => c.subscribe("other", { types: [7] }), /types/);
+  assert.throws(() => c.subscribe("other", { types: Array.from({ length: 17 }, (_, i) => `t${i}`) }), /types/);
+});
