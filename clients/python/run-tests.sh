@@ -41,6 +41,12 @@ if [ ! -f "$venv/.ready" ]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -e "$here[test]" >&2
   touch "$venv/.ready"
 fi
+# The venv outlives checkouts (CI clones into a new directory each time): the editable
+# install must point at this one, or `import herald` finds nothing.
+if ! "$venv/bin/python" -c 'import herald, os, sys; sys.exit(not os.path.realpath(herald.__file__).startswith(os.path.realpath(sys.argv[1])))' "$here/src" 2>/dev/null; then
+  echo "run-tests.sh: pointing $venv at $here" >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input --no-deps -e "$here" >&2
+fi
 flock -u 9
 
 cd "$here"
