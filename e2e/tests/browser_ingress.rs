@@ -32,12 +32,7 @@ use serde_json::{json, Value};
 const HOST: &str = "herald.test";
 /// A browser that resolves [`HOST`] to loopback and trusts `ca`.
 async fn browser_trusting(ca: &TestCa) -> Result<Browser> {
-    Browser::launch(
-        &Launch::new()
-            .resolve(HOST, Ipv4Addr::LOCALHOST.into())
-            .trust(ca.cert_pem()),
-    )
-    .await
+    Browser::launch(&Launch::ingress(HOST, ca.cert_pem())).await
 }
 
 /// Publishes through `node`'s HTTP API and returns how many local connections it reached.

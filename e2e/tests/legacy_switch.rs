@@ -7,7 +7,6 @@
 //! ingress. What the backend sends to a user's group, to `alerts` and to a department
 //! group reaches exactly the browsers it reached before.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
@@ -37,8 +36,9 @@ async fn open_legacy_page(browser: &Browser, url: &str, user: &str, roles: &[&st
     Ok(tab)
 }
 
-/// What the legacy backend's signal handlers do: one push through its own endpoint.
-async fn legacy_push(peer: &LegacyPeer, key: &str, body: Value) -> Result<()> {
+/// One push through the legacy backend's own endpoint, as its signal handlers do:
+/// the status and body it answered.
+async fn legacy_post(peer: &LegacyPeer, key: &str, body: &Value) -> Result<(u16, String)> {
     let (status, answer) = try_http(
         peer.addr(),
         "POST",
@@ -48,10 +48,15 @@ async fn legacy_push(peer: &LegacyPeer, key: &str, body: Value) -> Result<()> {
         body.to_string(),
     )
     .await?;
+    Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+}
+
+/// One push that must be accepted.
+async fn legacy_push(peer: &LegacyPeer, key: &str, body: Value) -> Result<()> {
+    let (status, answer) = legacy_post(peer, key, &body).await?;
     ensure!(
         status == 200,
-        "legacy push {body} answered {status}: {}\n{}",
-        String::from_utf8_lossy(&answer),
+        "legacy push {body} answered {status}: {answer}\n{}",
         peer.log()
     );
     Ok(())
@@ -113,12 +118,7 @@ async fn the_unchanged_legacy_backend_pushes_to_browsers_on_herald_after_one_set
         Listen::Https,
     )
     .await?;
-    let browser = Browser::launch(
-        &Launch::new()
-            .resolve(HOST, Ipv4Addr::LOCALHOST.into())
-            .trust(ca.cert_pem()),
-    )
-    .await?;
+    let browser = Browser::launch(&Launch::ingress(HOST, ca.cert_pem())).await?;
     let page = ingress.https_url(HOST, "/app/index.html");
     let alice = open_legacy_page(&browser, &page, "alice", &["group_7"]).await?;
     let bob = open_legacy_page(&browser, &page, "bob", &[]).await?;
@@ -183,19 +183,11 @@ async fn the_unchanged_legacy_backend_pushes_to_browsers_on_herald_after_one_set
     );
 
     // A group the mapping does not know is refused with the group's name, not dropped.
-    let (status, answer) = try_http(
-        backend.addr(),
-        "POST",
-        "/api/push/",
-        None,
-        &[("X-Api-Key", &legacy_key)],
-        json!({"group": "group_8", "type": "alert", "data": {}}).to_string(),
-    )
-    .await?;
+    let unmapped = json!({"group": "group_8", "type": "alert", "data": {}});
+    let (status, answer) = legacy_post(&backend, &legacy_key, &unmapped).await?;
     ensure!(
         status >= 500,
-        "an unknown Herald channel must fail loudly: {status} {}",
-        String::from_utf8_lossy(&answer)
+        "an unknown Herald channel must fail loudly: {status} {answer}"
     );
     ensure!(
         backend.log().contains("group_8"),

@@ -4,7 +4,7 @@
 //! sharing a Redis Cluster, receive every message a backend published exactly once and in
 //! order per channel while one node drains, another is SIGKILLed and a Redis master dies.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -189,12 +189,7 @@ async fn sdk_pages_get_every_message_once_in_order_through_a_drain_a_kill_and_a_
         Listen::Https,
     )
     .await?;
-    let browser = Browser::launch(
-        &Launch::new()
-            .resolve(HOST, Ipv4Addr::LOCALHOST.into())
-            .trust(ca.cert_pem()),
-    )
-    .await?;
+    let browser = Browser::launch(&Launch::ingress(HOST, ca.cert_pem())).await?;
     let page = ingress.https_url(HOST, "/app/sdk.html");
     let mut tabs = Vec::new();
     for user in USERS {

@@ -11,7 +11,6 @@
 //! cores) and each prints a one-line summary (collected by `e2e/run-tests.sh`).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -180,12 +179,7 @@ async fn s1_a_platform_team_installs_with_helm_and_sees_its_push_cluster_ready()
 async fn s2_browsers_over_wss_see_exactly_their_own_pushes() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let stack = Stack::start(StackOptions::default()).await?;
-    let browser = Browser::launch(
-        &Launch::new()
-            .resolve(HOST, Ipv4Addr::LOCALHOST.into())
-            .trust(stack.ca.cert_pem()),
-    )
-    .await?;
+    let browser = Browser::launch(&Launch::ingress(HOST, stack.ca.cert_pem())).await?;
     let page = stack.ingress.https_url(HOST, "/app/index.html");
     let alice = open_page(&browser, page.clone(), "alice").await?;
     let bob = open_page(&browser, page, "bob").await?;
