@@ -5,6 +5,7 @@
 //! same fields. Unknown fields are refused, so a typo is reported instead of ignored.
 //! How a node enforces these settings stays in the node.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,11 @@ pub struct ChannelConfig {
     /// Publish rate limit for this channel; none when absent.
     #[serde(default)]
     pub publish_rate: Option<RateLimit>,
+    /// For a pattern (`dept:{dept}`): parameter → token claim. A user may use a
+    /// concrete channel only when each bound parameter equals the claim (or one of
+    /// its values, when it is an array).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bind: BTreeMap<String, String>,
 }
 
 fn default_capacity() -> u32 {
@@ -94,6 +100,7 @@ impl ChannelConfig {
             expiry_secs: DEFAULT_EXPIRY_SECS,
             ack_required: false,
             publish_rate: None,
+            bind: BTreeMap::new(),
         }
     }
 
@@ -110,6 +117,11 @@ impl ChannelConfig {
     /// Whether every message must name its recipients.
     pub fn is_per_user(&self) -> bool {
         self.access == Access::User
+    }
+
+    /// Whether the name is a pattern (`dept:{dept}`) standing for concrete channels.
+    pub fn is_pattern(&self) -> bool {
+        crate::channel_pattern::is_pattern(&self.name)
     }
 }
 
@@ -261,9 +273,10 @@ mod properties {
             // Rates in thousandths: serde_json (without `float_roundtrip`) may read a
             // float with 17 significant digits back one ULP off.
             proptest::option::of((0u32..1_000_000_000, any::<u32>())),
+            proptest::collection::btree_map(text(), text(), 0..3),
         )
-            .prop_map(
-                |(name, access, roles, allowed_types, flags, rate)| ChannelConfig {
+            .prop_map(|(name, access, roles, allowed_types, flags, rate, bind)| {
+                ChannelConfig {
                     name,
                     access,
                     roles,
@@ -277,8 +290,9 @@ mod properties {
                         per_second: f64::from(milli) / 1000.0,
                         burst,
                     }),
-                },
-            )
+                    bind,
+                }
+            })
     }
 
     proptest! {

@@ -8,6 +8,8 @@
 //!   default channels.
 //! - [`channel_name`]: which channel names are valid, and the same rule as a pattern
 //!   for the CRD.
+//! - [`channel_pattern`]: parameterized channel names (`dept:{dept}`) and their
+//!   claim bindings.
 //! - [`keys`]: the Redis key layout.
 //! - [`heartbeat`]: the node heartbeat record in Redis and the operator's view of it.
 //! - [`settings`]: the node's `HERALD_*` environment variable names.
@@ -15,6 +17,7 @@
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod arbitrary;
 pub mod channel_name;
+pub mod channel_pattern;
 pub mod channels;
 pub mod heartbeat;
 pub mod keys;
