@@ -287,9 +287,10 @@ async fn publish_one(
         idempotency::validate(key)?;
     }
     let channels = node.channels.snapshot();
-    let (channel, config) = channels
+    let resolved = channels
         .get(&request.channel)
         .ok_or_else(|| PublishError::UnknownChannel(request.channel.clone()))?;
+    let (channel, config) = (&resolved.name, resolved.config);
     if !config.allows_type(&request.kind) {
         return Err(PublishError::TypeNotAllowed {
             channel: request.channel,
@@ -359,7 +360,7 @@ async fn publish_claimed(
     request: PublishRequest<'_>,
     users: Option<Vec<crate::UserId>>,
 ) -> Result<Published, PublishError> {
-    if !node.allow_publish(channel, config.publish_rate) {
+    if !node.allow_publish(&config.name, config.publish_rate) {
         return Err(PublishError::RateLimited(request.channel));
     }
     let id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
@@ -401,7 +402,9 @@ async fn publish_claimed(
             }
             delivered += node.hub.deliver(&stored);
         }
-        node.metrics.published(channel);
+        // Labelled by the channel's rule (the pattern for a pattern's channel), so
+        // concrete channels cannot grow the metric without bound.
+        node.metrics.published(&config.name);
         tracing::debug!(delivered, "published");
         Ok(Published {
             id: id.to_string(),
@@ -564,16 +567,23 @@ pub async fn list_sessions(node: &Node, params: &Query) -> Response<Body> {
 pub async fn list_messages(node: &Node, params: &Query) -> Response<Body> {
     let user = params.get("user").map(crate::UserId::from);
     let snapshot = node.channels.snapshot();
-    let mut channels: Vec<_> = snapshot
-        .iter()
-        .filter(|(name, config)| {
-            config.history
-                && params.get("channel").is_none_or(|c| c == &***name)
-                && (!config.is_per_user() || user.is_some())
-        })
-        .collect();
+    // Without `?channel=`, every plain channel with history; a pattern's channels
+    // are listed one at a time (`?channel=dept:5`).
+    let mut channels: Vec<(ChannelName, &Arc<ChannelConfig>)> = match params.get("channel") {
+        None => snapshot
+            .iter()
+            .filter(|(_, config)| !config.is_pattern())
+            .map(|(name, config)| (name.clone(), config))
+            .collect(),
+        Some(wanted) => snapshot
+            .get(wanted)
+            .map(|r| (r.name, r.config))
+            .into_iter()
+            .collect(),
+    };
+    channels.retain(|(_, config)| config.history && (!config.is_per_user() || user.is_some()));
     if let Some(wanted) = params.get("channel") {
-        match snapshot.get(wanted) {
+        match snapshot.get(wanted).map(|r| r.config) {
             None => {
                 return error_response(
                     StatusCode::NOT_FOUND,
@@ -581,7 +591,7 @@ pub async fn list_messages(node: &Node, params: &Query) -> Response<Body> {
                     &format!("unknown channel {wanted:?}"),
                 )
             }
-            Some((_, config)) if config.is_per_user() && user.is_none() => {
+            Some(config) if config.is_per_user() && user.is_none() => {
                 return error_response(
                     StatusCode::BAD_REQUEST,
                     "user_required",
@@ -591,10 +601,10 @@ pub async fn list_messages(node: &Node, params: &Query) -> Response<Body> {
             _ => {}
         }
     }
-    channels.sort_by(|a, b| a.0.cmp(b.0));
+    channels.sort_by(|a, b| a.0.cmp(&b.0));
     let mut messages: Vec<(Offset, Value)> = Vec::new();
     for (name, config) in channels {
-        let topic = Topic::for_channel(name, config.is_per_user(), user.as_ref());
+        let topic = Topic::for_channel(&name, config.is_per_user(), user.as_ref());
         let replay = match node.broker.history(&topic, config, None).await {
             Ok(replay) => replay,
             Err(e) => {

@@ -6,12 +6,18 @@
 //! without a restart; readers take cheap snapshots. The file format and the legacy
 //! channels are shared with the operator (`herald-contract`); what a node does with
 //! them (access checks, validation, reloads) is here.
+//!
+//! A channel may be a pattern (`dept:{dept}`): its concrete channels (`dept:5`)
+//! resolve to the pattern's settings on demand, and its bindings tie parameters to
+//! token claims. Plain names win over patterns.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+
+use herald_contract::channel_pattern::{self, ChannelPattern};
 
 use crate::auth::Identity;
 use crate::ChannelName;
@@ -40,9 +46,14 @@ impl Admission for ChannelConfig {
     }
 }
 
-/// Refuses settings that contradict each other.
-fn validate(channel: &ChannelConfig) -> Result<(), ChannelError> {
-    validate_name(&channel.name)?;
+/// Refuses settings that contradict each other; the parsed pattern for a pattern.
+fn validate(channel: &ChannelConfig) -> Result<Option<ChannelPattern>, ChannelError> {
+    let pattern =
+        channel_pattern::check_channel(&channel.name, &channel.bind, channel.auto_subscribe)
+            .map_err(|e| ChannelError::Invalid(e.to_string()))?;
+    if pattern.is_none() {
+        validate_name(&channel.name)?;
+    }
     if channel.access == Access::Roles && channel.roles.is_empty() {
         return Err(ChannelError::Invalid(format!(
             "channel {:?}: access \"roles\" needs at least one role",
@@ -63,7 +74,7 @@ fn validate(channel: &ChannelConfig) -> Result<(), ChannelError> {
             )));
         }
     }
-    Ok(())
+    Ok(pattern)
 }
 
 /// Why a subscription was refused.
@@ -72,6 +83,9 @@ pub enum Refusal {
     /// Access rules say no.
     Forbidden(&'static str),
 }
+
+/// What `subscribe` answers when a bound parameter does not match the token.
+const NOT_YOURS: &str = "this channel belongs to a claim value your token does not carry";
 
 /// Checks a channel name: 1–128 characters of letters, digits and `_ - . : @`.
 pub fn validate_name(name: &str) -> Result<(), ChannelError> {
@@ -110,34 +124,163 @@ pub fn defaults() -> Vec<ChannelConfig> {
 /// An immutable set of channels; swapped whole on reload.
 #[derive(Debug, Default)]
 pub struct ChannelSet {
+    /// Every channel, patterns under their pattern text.
     by_name: HashMap<ChannelName, Arc<ChannelConfig>>,
+    patterns: Vec<(ChannelPattern, Arc<ChannelConfig>)>,
+    /// Claims some pattern binds: what connections keep of their tokens.
+    bound_claims: BTreeSet<String>,
+}
+
+/// A concrete channel and the settings it takes: its own, or its pattern's.
+#[derive(Debug)]
+pub struct Resolved<'s> {
+    /// The concrete channel.
+    pub name: ChannelName,
+    /// Its settings (`config.name` is the pattern for a pattern's channel).
+    pub config: &'s Arc<ChannelConfig>,
+    pattern: Option<&'s ChannelPattern>,
+}
+
+impl Resolved<'_> {
+    /// Whether `who` may subscribe: the access rule, then every bound parameter.
+    pub fn admits(&self, who: &Identity) -> Result<(), Refusal> {
+        self.config.admits(who)?;
+        let Some(pattern) = self.pattern else {
+            return Ok(());
+        };
+        let values = pattern.matches(&self.name).unwrap_or_default();
+        let bound = values.iter().filter_map(|(param, value)| {
+            Some((self.config.bind.get(*param)?, *value))
+        });
+        for (claim, value) in bound {
+            if !who.claims.holds(claim, value) {
+                return Err(Refusal::Forbidden(NOT_YOURS));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ChannelSet {
     /// Validates and indexes `channels`.
     pub fn new(channels: Vec<ChannelConfig>) -> Result<Self, ChannelError> {
-        let mut by_name = HashMap::with_capacity(channels.len());
+        let mut set = Self::default();
         for channel in channels {
-            validate(&channel)?;
+            let pattern = validate(&channel)?;
+            let channel = Arc::new(channel);
             let name = ChannelName::from(channel.name.as_str());
-            if by_name.insert(name, Arc::new(channel)).is_some() {
-                return Err(ChannelError::Invalid("duplicate channel name".into()));
+            if set.by_name.insert(name, channel.clone()).is_some() {
+                return Err(ChannelError::Invalid(format!(
+                    "duplicate channel name {:?}",
+                    channel.name
+                )));
+            }
+            if let Some(pattern) = pattern {
+                set.bound_claims.extend(channel.bind.values().cloned());
+                set.patterns.push((pattern, channel));
             }
         }
-        Ok(Self { by_name })
+        set.refuse_overlaps()?;
+        Ok(set)
     }
 
-    /// Looks up a channel, returning the interned name with it.
-    pub fn get(&self, name: &str) -> Option<(&ChannelName, &Arc<ChannelConfig>)> {
-        self.by_name.get_key_value(name)
+    /// A plain channel a pattern also matches would have two sets of rules, and
+    /// two patterns matching one name would leave which applies to file order.
+    fn refuse_overlaps(&self) -> Result<(), ChannelError> {
+        for (pattern, config) in &self.patterns {
+            let shadowed = self
+                .by_name
+                .keys()
+                .find(|name| pattern.matches(name).is_some());
+            if let Some(name) = shadowed {
+                return Err(ChannelError::Invalid(format!(
+                    "pattern {:?} matches the channel {name:?}; rename one of them",
+                    config.name
+                )));
+            }
+        }
+        for (i, (a, first)) in self.patterns.iter().enumerate() {
+            for (b, second) in &self.patterns[i + 1..] {
+                if a.overlaps(b) {
+                    return Err(ChannelError::Invalid(format!(
+                        "patterns {:?} and {:?} match the same channels",
+                        first.name, second.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// All channels, in no particular order.
+    /// Resolves a concrete channel name: a plain channel, or a pattern's channel.
+    /// Pattern texts themselves (`dept:{dept}`) resolve to nothing.
+    pub fn get(&self, name: &str) -> Option<Resolved<'_>> {
+        if let Some((interned, config)) = self.by_name.get_key_value(name) {
+            return (!config.is_pattern()).then(|| Resolved {
+                name: interned.clone(),
+                config,
+                pattern: None,
+            });
+        }
+        self.patterns
+            .iter()
+            .find(|(pattern, _)| pattern.matches(name).is_some())
+            .map(|(pattern, config)| Resolved {
+                name: ChannelName::from(name),
+                config,
+                pattern: Some(pattern),
+            })
+    }
+
+    /// The concrete channels of auto-subscribe patterns that `who` joins at
+    /// connect: one per combination of its bound claims' values, at most
+    /// [`MAX_AUTO_CHANNELS`] per pattern.
+    pub fn auto_channels(&self, who: &Identity) -> Vec<Resolved<'_>> {
+        let mut joined = Vec::new();
+        for (pattern, config) in &self.patterns {
+            if !config.auto_subscribe || config.admits(who).is_err() {
+                continue;
+            }
+            let mut combos: Vec<BTreeMap<&str, &str>> = vec![BTreeMap::new()];
+            for param in pattern.params() {
+                let values = config
+                    .bind
+                    .get(param)
+                    .map_or(&[][..], |claim| who.claims.values(claim));
+                combos = combos
+                    .iter()
+                    .flat_map(|combo| {
+                        values.iter().map(move |v| {
+                            let mut next = combo.clone();
+                            next.insert(param, &**v);
+                            next
+                        })
+                    })
+                    .take(MAX_AUTO_CHANNELS)
+                    .collect();
+            }
+            joined.extend(combos.iter().filter_map(|values| {
+                Some(Resolved {
+                    name: ChannelName::from(pattern.render(values)?),
+                    config,
+                    pattern: Some(pattern),
+                })
+            }));
+        }
+        joined
+    }
+
+    /// Claims some pattern binds.
+    pub fn bound_claims(&self) -> &BTreeSet<String> {
+        &self.bound_claims
+    }
+
+    /// All channels, patterns under their pattern text, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&ChannelName, &Arc<ChannelConfig>)> {
         self.by_name.iter()
     }
 
-    /// Number of channels.
+    /// Number of channels (patterns count once).
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
@@ -147,6 +290,10 @@ impl ChannelSet {
         self.by_name.is_empty()
     }
 }
+
+/// Most concrete channels one auto-subscribe pattern joins per connection.
+pub const MAX_AUTO_CHANNELS: usize = 32;
+
 
 /// The live registry: a snapshot that reloads swap atomically.
 #[derive(Debug)]
@@ -194,7 +341,7 @@ impl Registry {
             current.len() != fresh.len()
                 || fresh
                     .iter()
-                    .any(|(name, cfg)| current.get(name).map(|(_, c)| c) != Some(cfg))
+                    .any(|(name, cfg)| current.by_name.get(name) != Some(cfg))
         };
         if changed {
             self.replace(fresh);
@@ -228,6 +375,7 @@ mod tests {
         Identity {
             user: Some("7".into()),
             roles: roles.iter().map(|r| r.to_string()).collect(),
+            claims: Default::default(),
         }
     }
 
@@ -240,11 +388,11 @@ mod tests {
             n
         };
         assert_eq!(names, ["alerts", "materials", "notifications", "orders"]);
-        let (_, notifications) = set.get("notifications").unwrap();
+        let notifications = set.get("notifications").unwrap().config;
         assert!(notifications.is_per_user() && notifications.auto_subscribe);
         assert!(notifications.allows_type("notification"));
         assert!(!notifications.allows_type("alert"));
-        assert!(!set.get("alerts").unwrap().1.is_per_user());
+        assert!(!set.get("alerts").unwrap().config.is_per_user());
     }
 
     #[test]
@@ -296,7 +444,7 @@ mod tests {
         .unwrap();
         assert!(registry.reload().unwrap());
         let snap = registry.snapshot();
-        let (_, news) = snap.get("news").unwrap();
+        let news = snap.get("news").unwrap().config;
         assert_eq!(news.access, Access::Authenticated);
         assert_eq!(news.capacity, 5);
         std::fs::write(&path, r#"{"channels":[{"name":"news","acces":"public"}]}"#).unwrap();

@@ -73,6 +73,7 @@ impl TestNode {
         Identity {
             user: Some(id.into()),
             roles: Vec::new(),
+            claims: Default::default(),
         }
     }
 }

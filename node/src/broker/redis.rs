@@ -354,7 +354,7 @@ impl Inner {
         let topics: Vec<Topic> = self.interest.lock().await.keys().cloned().collect();
         let channels = self.channels.snapshot();
         for topic in topics {
-            let Some((_, config)) = channels.get(&topic.channel) else {
+            let Some(config) = channels.get(&topic.channel).map(|r| r.config) else {
                 continue;
             };
             if !config.history {
