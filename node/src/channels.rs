@@ -149,9 +149,9 @@ impl Resolved<'_> {
             return Ok(());
         };
         let values = pattern.matches(&self.name).unwrap_or_default();
-        let bound = values.iter().filter_map(|(param, value)| {
-            Some((self.config.bind.get(*param)?, *value))
-        });
+        let bound = values
+            .iter()
+            .filter_map(|(param, value)| Some((self.config.bind.get(*param)?, *value)));
         for (claim, value) in bound {
             if !who.claims.holds(claim, value) {
                 return Err(Refusal::Forbidden(NOT_YOURS));
@@ -294,7 +294,6 @@ impl ChannelSet {
 /// Most concrete channels one auto-subscribe pattern joins per connection.
 pub const MAX_AUTO_CHANNELS: usize = 32;
 
-
 /// The live registry: a snapshot that reloads swap atomically.
 #[derive(Debug)]
 pub struct Registry {
@@ -422,6 +421,142 @@ mod tests {
             ChannelConfig::new("a", Access::User),
         ])
         .is_err());
+    }
+
+    fn dept_pattern(auto: bool) -> ChannelConfig {
+        ChannelConfig {
+            bind: BTreeMap::from([("dept".to_owned(), "dept".to_owned())]),
+            auto_subscribe: auto,
+            history: true,
+            capacity: 7,
+            ..ChannelConfig::new("dept:{dept}", Access::Authenticated)
+        }
+    }
+
+    fn with_claims(claims: serde_json::Value) -> Identity {
+        let map = claims.as_object().unwrap();
+        Identity {
+            claims: crate::claims::Claims::from_token(map, &map.keys().cloned().collect()),
+            ..user(&[])
+        }
+    }
+
+    #[test]
+    fn concrete_channels_take_their_patterns_settings() {
+        let set = ChannelSet::new(vec![
+            dept_pattern(false),
+            ChannelConfig::new("dept", Access::Public),
+            ChannelConfig::new("stock:{sku}", Access::Public),
+        ])
+        .unwrap();
+        let five = set.get("dept:5").unwrap();
+        assert_eq!(&*five.name, "dept:5");
+        assert_eq!(
+            (five.config.capacity, five.config.name.as_str()),
+            (7, "dept:{dept}")
+        );
+        assert_eq!(&*set.get("stock:A-1").unwrap().name, "stock:A-1");
+        assert_eq!(set.get("dept").unwrap().config.access, Access::Public);
+        for unknown in [
+            "dept:{dept}",
+            "dept:5:6",
+            "dept:",
+            "dept:CORP\\alice",
+            "dept:🦀",
+        ] {
+            assert!(set.get(unknown).is_none(), "{unknown:?}");
+        }
+        assert_eq!(set.bound_claims(), &BTreeSet::from(["dept".to_owned()]));
+    }
+
+    #[test]
+    fn a_bound_parameter_admits_only_its_claims_values() {
+        let set = ChannelSet::new(vec![dept_pattern(false)]).unwrap();
+        let five = set.get("dept:5").unwrap();
+        assert!(five
+            .admits(&with_claims(serde_json::json!({"dept": 5})))
+            .is_ok());
+        assert!(five
+            .admits(&with_claims(serde_json::json!({"dept": "5"})))
+            .is_ok());
+        assert!(five
+            .admits(&with_claims(serde_json::json!({"dept": [3, "5"]})))
+            .is_ok());
+        for other in [
+            serde_json::json!({"dept": 6}),
+            serde_json::json!({"dept": "05"}),
+            serde_json::json!({"dept": [50, "5 "]}),
+            serde_json::json!({"team": 5}),
+            serde_json::json!({}),
+        ] {
+            assert!(five.admits(&with_claims(other.clone())).is_err(), "{other}");
+        }
+        assert!(five.admits(&Identity::anonymous()).is_err());
+    }
+
+    #[test]
+    fn auto_subscribe_joins_one_channel_per_claim_value() {
+        let set = ChannelSet::new(vec![
+            dept_pattern(true),
+            ChannelConfig {
+                bind: BTreeMap::from([
+                    ("site".to_owned(), "site".to_owned()),
+                    ("team".to_owned(), "teams".to_owned()),
+                ]),
+                auto_subscribe: true,
+                ..ChannelConfig::new("ops:{site}:{team}", Access::Authenticated)
+            },
+        ])
+        .unwrap();
+        let who = with_claims(serde_json::json!({
+            "dept": [5, "sales", "CORP\\alice"],
+            "site": "hq",
+            "teams": ["a", "b"],
+        }));
+        let mut names: Vec<String> = set
+            .auto_channels(&who)
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dept:5", "dept:sales", "ops:hq:a", "ops:hq:b"]);
+        for joined in set.auto_channels(&who) {
+            assert!(joined.admits(&who).is_ok(), "{}", joined.name);
+        }
+        assert!(set
+            .auto_channels(&with_claims(serde_json::json!({"site": "hq"})))
+            .is_empty());
+        let many = with_claims(serde_json::json!({
+            "site": (0..32).collect::<Vec<_>>(),
+            "teams": (0..32).collect::<Vec<_>>(),
+        }));
+        assert_eq!(set.auto_channels(&many).len(), MAX_AUTO_CHANNELS);
+    }
+
+    #[test]
+    fn overlapping_rules_and_bad_bindings_are_refused() {
+        for channels in [
+            vec![
+                dept_pattern(false),
+                ChannelConfig::new("dept:all", Access::Public),
+            ],
+            vec![
+                dept_pattern(false),
+                ChannelConfig::new("dept:{team}", Access::Public),
+            ],
+            vec![ChannelConfig::new("{dept}:x", Access::Public)],
+            vec![ChannelConfig {
+                auto_subscribe: true,
+                ..ChannelConfig::new("dept:{dept}", Access::Authenticated)
+            }],
+            vec![ChannelConfig {
+                bind: BTreeMap::from([("dept".to_owned(), "dept".to_owned())]),
+                ..ChannelConfig::new("alerts", Access::Authenticated)
+            }],
+        ] {
+            let names: Vec<_> = channels.iter().map(|c| c.name.clone()).collect();
+            assert!(ChannelSet::new(channels).is_err(), "{names:?}");
+        }
     }
 
     #[test]

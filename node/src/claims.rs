@@ -28,7 +28,9 @@ impl Claims {
             .filter_map(|name| Some((name, claims.get(name)?)))
             .filter_map(|(name, value)| {
                 let values: Box<[Box<str>]> = match value {
-                    Value::Array(items) => items.iter().filter_map(bindable).take(MAX_VALUES).collect(),
+                    Value::Array(items) => {
+                        items.iter().filter_map(bindable).take(MAX_VALUES).collect()
+                    }
                     _ => bindable(value).into_iter().collect(),
                 };
                 (!values.is_empty()).then(|| (Box::from(name.as_str()), values))

@@ -31,7 +31,10 @@ where
             let Some(resolved) = channels.get(&name) else {
                 continue;
             };
-            if let Flow::Gone = self.deliver_since_cursor(&name, &topic, resolved.config).await {
+            if let Flow::Gone = self
+                .deliver_since_cursor(&name, &topic, resolved.config)
+                .await
+            {
                 return Flow::Gone;
             }
         }
