@@ -18,7 +18,10 @@ pub const MAX_VALUES: usize = 32;
 
 /// Bindable claim values: name → values, in token order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Claims(Box<[(Box<str>, Box<[Box<str>]>)]>);
+pub struct Claims(Box<[Claim]>);
+
+/// One claim's name and its bindable values.
+type Claim = (Box<str>, Box<[Box<str>]>);
 
 impl Claims {
     /// Keeps the `wanted` claims of a verified token.
