@@ -1093,3 +1093,69 @@ async fn departments_get_only_their_own_updates_from_any_node_and_catch_up_on_an
         .await;
     assert_eq!(stocks.recv_type("error").await["code"], "forbidden");
 }
+
+/// Backends publishing to one channel through every node at once: each node delivers
+/// the channel's messages in offset order, its own publishes included, so a client
+/// that resumes after the last offset it saw can never skip one that came late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_delivers_a_channel_in_offset_order_under_publishers_on_all_nodes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let file = channel_file(
+        "order",
+        json!([{"name": "ticks", "access": "authenticated", "history": true,
+                "capacity": 5000}]),
+    );
+    let nodes = start_nodes(&cluster, 3, &["--channels", file.path.to_str().unwrap()]);
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut client = node.connect(&format!("CORP\\watcher-{i}")).await;
+        client
+            .send_json(json!({"type": "subscribe", "channels": ["ticks"]}))
+            .await;
+        client.recv_type("subscription_success").await;
+        clients.push(client);
+    }
+    const EACH: usize = 150;
+    let nodes = std::sync::Arc::new(nodes);
+    let mut tasks = Vec::new();
+    for p in 0..6 {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut local = 0;
+            for n in 0..EACH {
+                let (status, body) = nodes[p % 3]
+                    .publish(&json!({"channel": "ticks", "type": "tick",
+                                     "data": {"publisher": p, "n": n}}))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+                local += body["delivered_locally"].as_u64().unwrap();
+            }
+            local
+        }));
+    }
+    let mut delivered_locally = 0;
+    for task in tasks {
+        delivered_locally += task.await.unwrap();
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let got = collect(client, "tick", 6 * EACH).await;
+        client.expect_silence(Duration::from_millis(200)).await;
+        let offsets: Vec<&str> = got.iter().map(|m| m["offset"].as_str().unwrap()).collect();
+        let parsed: Vec<(u64, u64)> = offsets
+            .iter()
+            .map(|o| {
+                let (ms, seq) = o.split_once('-').unwrap();
+                (ms.parse().unwrap(), seq.parse().unwrap())
+            })
+            .collect();
+        assert!(
+            parsed.windows(2).all(|w| w[0] < w[1]),
+            "node {i} delivered out of offset order: {offsets:?}"
+        );
+    }
+    // Each publish reached the one local watcher on its node, as the answers say.
+    assert_eq!(delivered_locally, (6 * EACH) as u64);
+}

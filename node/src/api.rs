@@ -392,15 +392,15 @@ async fn publish_claimed(
                 target,
                 ..template.clone()
             };
-            let stored = node
+            let accepted = node
                 .broker
                 .publish(message, config)
                 .await
                 .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-            if let Some(offset) = &stored.offset {
+            if let Some(offset) = &accepted.message.offset {
                 offsets.push(offset.to_string());
             }
-            delivered += node.hub.deliver(&stored);
+            delivered += accepted.delivered_locally;
         }
         // Labelled by the channel's rule (the pattern for a pattern's channel), so
         // concrete channels cannot grow the metric without bound.

@@ -193,7 +193,6 @@ mod tests {
 
     use super::*;
     use crate::arbitrary::text;
-    use crate::broker::memory::MemoryBroker;
 
     const WINDOW: Duration = Duration::from_secs(300);
 
@@ -254,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeat_answers_the_first_outcome_and_a_different_request_is_refused() {
-        let broker = MemoryBroker::new();
+        let broker = crate::testing::memory_broker();
         let key = "order-42 \"CORP\\alice\" 🦀";
         let fp = fingerprint("orders", "order_update", None, "{}");
         assert_eq!(
@@ -286,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_released_claim_lets_a_retry_publish() {
-        let broker = MemoryBroker::new();
+        let broker = crate::testing::memory_broker();
         let fp = fingerprint("orders", "t", None, "{}");
         assert_eq!(
             claim(&broker, "orders", "k", &fp, WINDOW).await.unwrap(),
@@ -301,7 +300,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_repeat_waits_for_a_publish_in_flight_then_gives_up() {
-        let broker = Arc::new(MemoryBroker::new());
+        let broker = Arc::new(crate::testing::memory_broker());
         let fp = fingerprint("orders", "t", None, "{}");
         assert_eq!(
             claim(&*broker, "orders", "k", &fp, WINDOW).await.unwrap(),

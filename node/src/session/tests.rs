@@ -99,8 +99,13 @@ async fn publish(test: &TestNode, channel: &str, target: Target, n: u32) -> Opti
         accepted_at_micros: unix_micros(),
         trace: None,
     };
-    let stored = test.node.broker.publish(message, config).await.unwrap();
-    test.node.hub.deliver(&stored);
+    let stored = test
+        .node
+        .broker
+        .publish(message, config)
+        .await
+        .unwrap()
+        .message;
     stored.offset
 }
 
