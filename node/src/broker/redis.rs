@@ -147,6 +147,9 @@ fn cursor_key(topic: &Topic, user: &str) -> String {
     keys(topic).cursor(user)
 }
 
+/// A publish of this node on its way back: (message id, shard channel).
+type Returning = (Arc<str>, String);
+
 /// Multi-node broker on Redis or Redis Cluster.
 pub struct RedisBroker {
     inner: Arc<Inner>,
@@ -162,7 +165,7 @@ struct Inner {
     sink: Arc<dyn DeliverySink>,
     /// Publishes of this node waiting for their message to come back and be
     /// delivered: (message id, shard channel) → how many connections it reached.
-    returning: Mutex<HashMap<(Arc<str>, String), oneshot::Sender<usize>>>,
+    returning: Mutex<HashMap<Returning, oneshot::Sender<usize>>>,
     channels: Arc<Registry>,
     metrics: Arc<Metrics>,
     min_replicas: u32,
