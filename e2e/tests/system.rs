@@ -724,24 +724,27 @@ async fn s7_an_sre_finds_one_trace_from_publish_through_redis_to_delivery_on_ano
     Ok(())
 }
 
-/// Publishes `count` stock updates (`seq` 1..=count, `qty` = `seq`) on `channel` within
-/// about `over`, from four concurrent backend workers; returns when all were accepted.
+/// Publishes `count` stock updates (`seq` 1..=count, `qty` = `seq`) on `channel`, spread
+/// evenly over `over` in batches of 50 (as a backend's publisher batches a burst);
+/// returns when every one was accepted.
 async fn stock_burst(stack: &Stack, channel: &str, count: u64, over: Duration) -> Result<()> {
-    const WORKERS: u64 = 4;
-    let pace = over / (count / WORKERS) as u32;
-    let worker = |w: u64| async move {
-        let started = Instant::now();
-        for (i, seq) in (1..=count).filter(|s| s % WORKERS == w).enumerate() {
-            let body = json!({"channel": channel, "type": "stock_update",
-                              "data": {"sku": "A-1", "qty": seq, "seq": seq}});
-            stack.publish(&body).await?;
-            let due = started + pace * (i as u32 + 1);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        anyhow::Ok(())
-    };
-    for result in futures_util::future::join_all((0..WORKERS).map(worker)).await {
-        result?;
+    const BATCH: u64 = 50;
+    let batches = count.div_ceil(BATCH);
+    let started = Instant::now();
+    for b in 0..batches {
+        let batch: Vec<Value> = (b * BATCH + 1..=((b + 1) * BATCH).min(count))
+            .map(|seq| {
+                json!({"channel": channel, "type": "stock_update",
+                       "data": {"sku": "A-1", "qty": seq, "seq": seq}})
+            })
+            .collect();
+        let answer = stack.publish(&Value::Array(batch)).await?;
+        let results = answer["results"].as_array().context("batch results")?;
+        ensure!(
+            results.iter().all(|r| r.get("error").is_none()),
+            "a refused update: {answer}"
+        );
+        tokio::time::sleep_until((started + over * (b as u32 + 1) / batches as u32).into()).await;
     }
     Ok(())
 }
