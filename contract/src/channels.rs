@@ -76,6 +76,10 @@ pub struct ChannelConfig {
     /// its values, when it is an array).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bind: BTreeMap<String, String>,
+    /// A JSON Schema per message type: publishes whose `data` does not validate are
+    /// refused (see [`crate::schemas`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schemas: BTreeMap<String, serde_json::Value>,
 }
 
 fn default_capacity() -> u32 {
@@ -101,6 +105,7 @@ impl ChannelConfig {
             ack_required: false,
             publish_rate: None,
             bind: BTreeMap::new(),
+            schemas: BTreeMap::new(),
         }
     }
 
@@ -291,6 +296,7 @@ mod properties {
                         burst,
                     }),
                     bind,
+                    schemas: BTreeMap::new(),
                 }
             })
     }
