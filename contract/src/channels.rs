@@ -279,9 +279,14 @@ mod properties {
             // float with 17 significant digits back one ULP off.
             proptest::option::of((0u32..1_000_000_000, any::<u32>())),
             proptest::collection::btree_map(text(), text(), 0..3),
+            proptest::collection::btree_map(
+                text(),
+                text().prop_map(|t| serde_json::json!({"type": "object", "description": t})),
+                0..3,
+            ),
         )
-            .prop_map(|(name, access, roles, allowed_types, flags, rate, bind)| {
-                ChannelConfig {
+            .prop_map(
+                |(name, access, roles, allowed_types, flags, rate, bind, schemas)| ChannelConfig {
                     name,
                     access,
                     roles,
@@ -296,9 +301,9 @@ mod properties {
                         burst,
                     }),
                     bind,
-                    schemas: BTreeMap::new(),
-                }
-            })
+                    schemas,
+                },
+            )
     }
 
     proptest! {
