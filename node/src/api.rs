@@ -76,6 +76,16 @@ pub enum PublishError {
     /// A user id is neither a string nor an integer.
     #[error("\"users\" must contain user ids as strings or integers, found {0}")]
     InvalidUser(String),
+    /// `data` does not match the schema the channel declares for the type.
+    #[error("\"data\" does not match the schema of type {kind:?} at {path:?}: {reason}")]
+    SchemaViolation {
+        /// The message type.
+        kind: String,
+        /// The failing instance path (a JSON pointer; empty for `data` itself).
+        path: String,
+        /// Why it fails.
+        reason: String,
+    },
     /// Over the channel's publish rate limit.
     #[error("channel {0:?} is over its publish rate limit")]
     RateLimited(String),
@@ -103,6 +113,9 @@ impl PublishError {
             PublishError::DataTooDeep(_) => (StatusCode::UNPROCESSABLE_ENTITY, "data_too_deep"),
             PublishError::UsersRequired(_) => (StatusCode::UNPROCESSABLE_ENTITY, "users_required"),
             PublishError::InvalidUser(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user"),
+            PublishError::SchemaViolation { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "schema_violation")
+            }
             PublishError::TooManyUsers(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_users"),
             PublishError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable"),
@@ -121,9 +134,20 @@ impl PublishError {
         }
     }
 
+    /// The `error` object of an answer: code, message, and what a schema violation
+    /// adds (the failing instance path and the reason).
+    fn error_body(&self) -> Value {
+        let mut error = json!({"code": self.status_and_code().1, "message": self.to_string()});
+        if let PublishError::SchemaViolation { path, reason, .. } = self {
+            error["instance_path"] = json!(path);
+            error["reason"] = json!(reason);
+        }
+        error
+    }
+
+    /// A batch item's result.
     fn to_json(&self) -> Value {
-        let (status, code) = self.status_and_code();
-        json!({"status": status.as_u16(), "error": {"code": code, "message": self.to_string()}})
+        json!({"status": self.status_and_code().0.as_u16(), "error": self.error_body()})
     }
 }
 
@@ -250,10 +274,7 @@ pub async fn publish(
     };
     match result {
         Ok(published) => json_response(StatusCode::OK, &published),
-        Err(e) => {
-            let (status, code) = e.status_and_code();
-            error_response(status, code, &e.to_string())
-        }
+        Err(e) => json_response(e.status_and_code().0, &json!({"error": e.error_body()})),
     }
 }
 
@@ -304,6 +325,9 @@ async fn publish_one(
     )?;
     if config.is_per_user() && users.as_ref().is_none_or(Vec::is_empty) {
         return Err(PublishError::UsersRequired(request.channel));
+    }
+    if let Some(schema) = resolved.schema(&request.kind) {
+        check_schema(schema, &request)?;
     }
     let claimed = match &key {
         None => None,
@@ -500,6 +524,24 @@ fn parse_users(raw: &RawValue, max: usize) -> Result<Vec<crate::UserId>, Publish
             claim_as_id(value.as_ref()).ok_or_else(|| PublishError::InvalidUser(item.get().into()))
         })
         .collect()
+}
+
+/// Validates `data` against its type's schema. The data was parsed as raw JSON
+/// (bounded in size and depth already); validating needs it as a value.
+fn check_schema(
+    schema: &herald_contract::schemas::Validator,
+    request: &PublishRequest<'_>,
+) -> Result<(), PublishError> {
+    let data: Value = serde_json::from_str(request.data.get())
+        .map_err(|e| PublishError::BadRequest(format!("\"data\" is not valid JSON: {e}")))?;
+    match herald_contract::schemas::violation(schema, &data) {
+        None => Ok(()),
+        Some((path, reason)) => Err(PublishError::SchemaViolation {
+            kind: request.kind.clone(),
+            path,
+            reason,
+        }),
+    }
 }
 
 /// `GET /api/v1/channels`: the channels in force.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use herald_contract::channel_pattern::{self, ChannelPattern};
+use herald_contract::schemas::{self, Validator};
 
 use crate::auth::Identity;
 use crate::ChannelName;
@@ -46,8 +47,14 @@ impl Admission for ChannelConfig {
     }
 }
 
-/// Refuses settings that contradict each other; the parsed pattern for a pattern.
-fn validate(channel: &ChannelConfig) -> Result<Option<ChannelPattern>, ChannelError> {
+/// What a channel's settings compile to.
+struct Checked {
+    pattern: Option<ChannelPattern>,
+    validators: BTreeMap<String, Validator>,
+}
+
+/// Refuses settings that contradict each other; compiles the pattern and schemas.
+fn validate(channel: &ChannelConfig) -> Result<Checked, ChannelError> {
     let pattern =
         channel_pattern::check_channel(&channel.name, &channel.bind, channel.auto_subscribe)
             .map_err(|e| ChannelError::Invalid(e.to_string()))?;
@@ -74,7 +81,12 @@ fn validate(channel: &ChannelConfig) -> Result<Option<ChannelPattern>, ChannelEr
             )));
         }
     }
-    Ok(pattern)
+    let validators = schemas::compile(&channel.schemas)
+        .map_err(|e| ChannelError::Invalid(format!("channel {:?}: {e}", channel.name)))?;
+    Ok(Checked {
+        pattern,
+        validators,
+    })
 }
 
 /// Why a subscription was refused.
@@ -122,26 +134,51 @@ pub fn defaults() -> Vec<ChannelConfig> {
 }
 
 /// An immutable set of channels; swapped whole on reload.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ChannelSet {
     /// Every channel, patterns under their pattern text.
     by_name: HashMap<ChannelName, Arc<ChannelConfig>>,
     patterns: Vec<(ChannelPattern, Arc<ChannelConfig>)>,
     /// Claims some pattern binds: what connections keep of their tokens.
     bound_claims: BTreeSet<String>,
+    /// Compiled schemas of the channels that declare any, by channel (or pattern).
+    validators: HashMap<ChannelName, BTreeMap<String, Validator>>,
+}
+
+impl std::fmt::Debug for ChannelSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelSet")
+            .field("channels", &self.by_name.len())
+            .field("patterns", &self.patterns.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A concrete channel and the settings it takes: its own, or its pattern's.
-#[derive(Debug)]
 pub struct Resolved<'s> {
     /// The concrete channel.
     pub name: ChannelName,
     /// Its settings (`config.name` is the pattern for a pattern's channel).
     pub config: &'s Arc<ChannelConfig>,
     pattern: Option<&'s ChannelPattern>,
+    validators: Option<&'s BTreeMap<String, Validator>>,
+}
+
+impl std::fmt::Debug for Resolved<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("name", &self.name)
+            .field("config", &self.config.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Resolved<'_> {
+    /// The compiled schema publishes of `kind` must match, if the channel has one.
+    pub fn schema(&self, kind: &str) -> Option<&Validator> {
+        self.validators?.get(kind)
+    }
+
     /// Whether `who` may subscribe: the access rule, then every bound parameter.
     pub fn admits(&self, who: &Identity) -> Result<(), Refusal> {
         self.config.admits(who)?;
@@ -166,9 +203,15 @@ impl ChannelSet {
     pub fn new(channels: Vec<ChannelConfig>) -> Result<Self, ChannelError> {
         let mut set = Self::default();
         for channel in channels {
-            let pattern = validate(&channel)?;
+            let Checked {
+                pattern,
+                validators,
+            } = validate(&channel)?;
             let channel = Arc::new(channel);
             let name = ChannelName::from(channel.name.as_str());
+            if !validators.is_empty() {
+                set.validators.insert(name.clone(), validators);
+            }
             if set.by_name.insert(name, channel.clone()).is_some() {
                 return Err(ChannelError::Invalid(format!(
                     "duplicate channel name {:?}",
@@ -220,6 +263,7 @@ impl ChannelSet {
                 name: interned.clone(),
                 config,
                 pattern: None,
+                validators: self.validators_of(config),
             });
         }
         self.patterns
@@ -229,6 +273,7 @@ impl ChannelSet {
                 name: ChannelName::from(name),
                 config,
                 pattern: Some(pattern),
+                validators: self.validators_of(config),
             })
     }
 
@@ -264,10 +309,18 @@ impl ChannelSet {
                     name: ChannelName::from(pattern.render(values)?),
                     config,
                     pattern: Some(pattern),
+                    validators: self.validators_of(config),
                 })
             }));
         }
         joined
+    }
+
+    fn validators_of(&self, config: &ChannelConfig) -> Option<&BTreeMap<String, Validator>> {
+        if self.validators.is_empty() {
+            return None;
+        }
+        self.validators.get(config.name.as_str())
     }
 
     /// Claims some pattern binds.
