@@ -216,11 +216,12 @@ async fn missing_secrets_and_failed_applies_show_on_the_push_cluster() {
         .is_some());
 }
 
-/// A platform team declares one `dept:{dept}` Channel for every department. The API
-/// server refuses bindings that cannot work; a pattern that would clash with another
-/// Channel stays out of the nodes' channel file and says why on its status.
+/// A platform team declares one `dept:{dept}` Channel for every department and a
+/// schema for its messages. The API server refuses bindings that cannot work; a pattern
+/// that would clash with another Channel, or a schema that does not compile, stays out
+/// of the nodes' channel file and says why on its Channel's status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn department_patterns_are_checked_on_apply_and_clashes_show_on_the_channel() {
+async fn patterns_and_schemas_nodes_would_refuse_show_on_the_channel_and_stay_out() {
     let _serial = SERIAL.lock().await;
     let plane = ControlPlane::start_with_crds()
         .await
@@ -351,4 +352,62 @@ async fn department_patterns_are_checked_on_apply_and_clashes_show_on_the_channe
         served(&config).filter(|c| names(c).contains(&"dept:{team}".to_owned()))
     })
     .await;
+
+    // A schema that is not a JSON Schema: the Channel says which type, the nodes never
+    // see it, the other Channels are still served; fixed, it is served.
+    let orders = |qty_type: &str| {
+        json!({"name": "purchases", "history": true,
+               "schemas": {"order_update": {"type": "object",
+                                            "properties": {"qty": {"type": qty_type}}},
+                           "CORP\\note \"🦀\"": {"type": "object"}}})
+    };
+    apply(&plane, &channel("orders", orders("integr")))
+        .await
+        .unwrap();
+    let invalid = eventually("orders: Ready=False", Duration::from_secs(60), || async {
+        ready("orders").await.filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert_eq!(invalid["reason"], "InvalidSchema", "{invalid}");
+    assert!(
+        invalid["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"order_update\""),
+        "{invalid}"
+    );
+    let config = get_json(&plane, &["configmap", "push-node-config", "-n", "default"])
+        .await
+        .unwrap();
+    let now = names(&served(&config).unwrap());
+    assert!(!now.contains(&"purchases".to_owned()) && now.contains(&"dept:{team}".to_owned()));
+    apply(&plane, &channel("orders", orders("integer")))
+        .await
+        .unwrap();
+    eventually("orders: Ready=True", Duration::from_secs(60), || async {
+        ready("orders").await.filter(|c| c["status"] == "True")
+    })
+    .await;
+    let channels = eventually("purchases served", Duration::from_secs(60), || async {
+        let config = get_json(&plane, &["configmap", "push-node-config", "-n", "default"]).await?;
+        served(&config).filter(|c| names(c).contains(&"purchases".to_owned()))
+    })
+    .await;
+    let orders = channels.iter().find(|c| c["name"] == "purchases").unwrap();
+    assert_eq!(
+        orders["schemas"]["order_update"]["properties"]["qty"]["type"],
+        "integer"
+    );
+    assert!(
+        orders["schemas"]["CORP\\note \"🦀\""].is_object(),
+        "{orders}"
+    );
+    let err = apply(
+        &plane,
+        &channel("many", json!({"schemas": (0..33).map(|i| (format!("t{i}"), json!({}))).collect::<serde_json::Map<_, _>>()})),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("spec.schemas"), "{err}");
 }

@@ -481,6 +481,13 @@ pub struct ChannelSpec {
     #[schemars(extend("maxProperties" = 4))]
     #[x_kube(validation = Rule::new("self.all(p, size(self[p]) >= 1 && size(self[p]) <= 64)").message("claim names in bind have 1-64 characters"))]
     pub bind: BTreeMap<String, String>,
+    /// A JSON Schema per message type: publishes whose `data` does not validate are
+    /// refused with 422 `schema_violation`. A schema that does not compile (or needs a
+    /// remote `$ref`) keeps the Channel out of the nodes' configuration, with
+    /// `Ready=False` reason `InvalidSchema`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schema_map")]
+    pub schemas: BTreeMap<String, serde_json::Value>,
     /// Who may subscribe and who receives messages.
     pub access: Access,
     /// Roles admitted when access is `roles`.
@@ -512,6 +519,23 @@ pub struct ChannelSpec {
     /// What happens to the channel's stored history when the Channel is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// `schemas`: type → any JSON object (kept as written), bounded like the nodes bound it.
+fn schema_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use herald_contract::schemas::{MAX_SCHEMAS, MAX_TYPE_BYTES};
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_SCHEMAS,
+        "x-kubernetes-validations": [{
+            "rule": format!("self.all(t, size(t) >= 1 && size(t) <= {MAX_TYPE_BYTES})"),
+            "message": format!("message types in schemas have 1-{MAX_TYPE_BYTES} characters"),
+        }],
+        "additionalProperties": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true
+        }
+    })
 }
 
 /// What happens to a channel's history when its Channel is deleted.

@@ -6,7 +6,7 @@
 //!
 //! - [`crd`]: the `PushCluster` and `Channel` resources; [`crdgen`] renders them.
 //! - [`resources`]: desired objects as pure functions of the resources;
-//!   [`patterns`]: which pattern Channels a channel file can hold.
+//!   [`left_out`]: which Channels the channel file leaves out, and why.
 //! - [`controller`]: the two reconcilers, their stores and watch triggers.
 //! - [`stats`] (heartbeats and broker health from Redis), [`scaling`] (replicas and
 //!   pod-deletion costs), [`secrets`] (referenced Secrets, read with clear errors).
@@ -17,8 +17,8 @@ pub mod crd;
 pub mod crdgen;
 pub mod error;
 pub mod leader;
+pub mod left_out;
 pub mod metrics;
-pub mod patterns;
 pub mod resources;
 pub mod scaling;
 pub mod secrets;

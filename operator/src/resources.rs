@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{Channel, PushCluster, SecretKey};
-use crate::patterns;
+use crate::left_out::left_out;
 
 /// Port the node listens on inside the pod.
 pub const NODE_PORT: i32 = 8080;
@@ -175,10 +175,10 @@ pub fn redis_url(addresses: &[String]) -> String {
 }
 
 /// The channel file for `cluster`: legacy defaults (when enabled) overridden by the
-/// cluster's `Channel`s, sorted by name; patterns nodes would refuse are left out
-/// (see [`patterns::conflicts`]).
+/// cluster's `Channel`s, sorted by name; Channels nodes would refuse are left out
+/// (see [`left_out`]).
 pub fn channel_file(cluster: &PushCluster, channels: &[Channel]) -> ChannelFile {
-    let refused = patterns::conflicts(cluster, channels);
+    let refused = left_out(cluster, channels);
     let defaults = &cluster.spec.channel_defaults;
     let mut by_name: BTreeMap<String, ChannelConfig> = BTreeMap::new();
     if cluster.spec.default_channels {
@@ -212,6 +212,7 @@ pub fn channel_file(cluster: &PushCluster, channels: &[Channel]) -> ChannelFile 
                 burst: rate.burst,
             }),
             bind: spec.bind.clone(),
+            schemas: spec.schemas.clone(),
         };
         by_name.insert(name, entry);
     }

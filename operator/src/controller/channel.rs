@@ -26,7 +26,7 @@ use serde_json::json;
 use super::triggers::{channels_of, mark_filled, Filled, Presence, Rivalry};
 use super::{condition, Context, Error, MANAGER};
 use crate::crd::{Channel, ChannelStatus, DeletionPolicy, PushCluster};
-use crate::patterns;
+use crate::left_out::left_out;
 
 /// Finalizer that makes a Channel's deletion wait for its history purge.
 pub const PURGE_FINALIZER: &str = "herald.dev/purge-history";
@@ -119,7 +119,7 @@ async fn reconcile_inner(channel: &Channel, ctx: &Ctx, ns: &str) -> Result<Actio
             })
             .map(|c| Channel::clone(c))
             .collect();
-        patterns::conflicts(cluster, &siblings).remove(&name)
+        left_out(cluster, &siblings).remove(&name)
     });
     let ready = match (&cluster, rivals.is_empty(), refused) {
         (None, _, _) => condition(
@@ -148,8 +148,8 @@ async fn reconcile_inner(channel: &Channel, ctx: &Ctx, ns: &str) -> Result<Actio
             &previous,
             "Ready",
             false,
-            "PatternConflict",
-            why,
+            why.reason,
+            why.message,
             generation,
         ),
         (Some(_), true, None) => condition(

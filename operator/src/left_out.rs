@@ -1,23 +1,67 @@
-//! Which pattern Channels (`dept:{dept}`) a cluster's channel file can hold.
+//! Which Channels a cluster's channel file leaves out, and why.
 //!
-//! Nodes refuse a whole channel file when a pattern matches a plain channel's name,
-//! when two patterns match the same names, or when a pattern's bindings are wrong;
-//! they then keep their old channels and every later change stalls. The CRD checks
-//! what one object can show; what takes several objects (or the node's full rules)
-//! is checked here, and the offending pattern is left out and reported on its
-//! Channel instead. Plain channels are never left out: an older pattern wins over a
-//! newer one, and any plain channel over a pattern.
+//! Nodes refuse a whole channel file when one channel in it is wrong: a schema that is
+//! not a valid JSON Schema, a pattern (`dept:{dept}`) matching a plain channel's name,
+//! two patterns matching the same names, bad bindings. They then keep their old
+//! channels and every later change stalls. The CRD checks what one object can show
+//! statically; the rest is checked here with the node's own rules (`herald-contract`),
+//! and the offending Channel is left out and reported on its status instead. Plain
+//! channels are never left out for a clash: an older pattern wins over a newer one,
+//! and any plain channel over a pattern.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use herald_contract::channel_pattern::{self, ChannelPattern};
 use herald_contract::channels::legacy_defaults;
+use herald_contract::schemas;
 use kube::ResourceExt;
 
 use crate::crd::{Channel, PushCluster};
 
-/// Channel name → why that pattern is left out of `cluster`'s channel file.
-pub fn conflicts(cluster: &PushCluster, channels: &[Channel]) -> BTreeMap<String, String> {
+/// Why a Channel is left out: the `Ready` condition's reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    /// `InvalidSchema` or `PatternConflict`.
+    pub reason: &'static str,
+    /// What is wrong, naming the type or the other Channel.
+    pub message: String,
+}
+
+/// Channel name → why that Channel is left out of `cluster`'s channel file.
+pub fn left_out(cluster: &PushCluster, channels: &[Channel]) -> BTreeMap<String, LeftOut> {
+    let mut refused: BTreeMap<String, LeftOut> = channels
+        .iter()
+        .filter_map(|c| {
+            let e = schemas::compile(&c.spec.schemas).err()?;
+            let message = format!("channel {:?}: {e}", c.channel_name());
+            Some((
+                c.channel_name(),
+                LeftOut {
+                    reason: "InvalidSchema",
+                    message,
+                },
+            ))
+        })
+        .collect();
+    let valid: Vec<Channel> = channels
+        .iter()
+        .filter(|c| !refused.contains_key(&c.channel_name()))
+        .cloned()
+        .collect();
+    for (name, message) in conflicts(cluster, &valid) {
+        refused.insert(
+            name,
+            LeftOut {
+                reason: "PatternConflict",
+                message,
+            },
+        );
+    }
+    refused
+}
+
+/// Pattern name → why that pattern clashes.
+fn conflicts(cluster: &PushCluster, channels: &[Channel]) -> BTreeMap<String, String> {
     let mut plain: BTreeSet<String> = BTreeSet::new();
     if cluster.spec.default_channels {
         plain.extend(legacy_defaults().into_iter().map(|c| c.name));
@@ -89,6 +133,24 @@ mod tests {
         let time = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + second).unwrap();
         c.metadata.creation_timestamp = Some(Time(time));
         c
+    }
+
+    #[test]
+    fn a_channel_with_a_bad_schema_is_left_out_and_says_which_type() {
+        let c = cluster();
+        let mut bad = channel("orders", None);
+        bad.spec.schemas = BTreeMap::from([
+            ("ok".into(), json!({"type": "object"})),
+            ("order_update".into(), json!({"type": "integr"})),
+        ]);
+        let mut remote = channel("remote", None);
+        remote.spec.schemas =
+            BTreeMap::from([("t".into(), json!({"$ref": "https://example.com/s.json"}))]);
+        let good = channel("alerts-2", None);
+        let refused = left_out(&c, &[bad, remote, good]);
+        assert_eq!(refused.keys().collect::<Vec<_>>(), ["orders", "remote"]);
+        assert_eq!(refused["orders"].reason, "InvalidSchema");
+        assert!(refused["orders"].message.contains("\"order_update\""));
     }
 
     #[test]
