@@ -43,13 +43,7 @@ impl Delivery {
     /// Serializes `message` once, for every recipient.
     pub fn of(message: &Message) -> Self {
         Self {
-            frame: protocol::envelope(
-                &message.kind,
-                &message.data,
-                &message.channel,
-                &message.id,
-                message.offset,
-            ),
+            frame: protocol::envelope(message),
             accepted_at_micros: message.accepted_at_micros,
             channel: message.channel.clone(),
             offset: message.offset,
@@ -497,6 +491,7 @@ mod tests {
             offset: None,
             accepted_at_micros: unix_micros(),
             trace: None,
+            tags: Default::default(),
         }
     }
 

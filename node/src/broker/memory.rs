@@ -285,6 +285,7 @@ mod tests {
             offset: None,
             accepted_at_micros: 0,
             trace: None,
+            tags: Default::default(),
         }
     }
 

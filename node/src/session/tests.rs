@@ -97,6 +97,7 @@ async fn publish(test: &TestNode, channel: &str, target: Target, n: u32) -> Opti
         offset: None,
         accepted_at_micros: unix_micros(),
         trace: None,
+        tags: Default::default(),
     };
     let stored = test.node.broker.publish(message, config).await.unwrap();
     test.node.hub.deliver(&stored);
