@@ -212,8 +212,21 @@ mod tests {
     use super::*;
     use crate::arbitrary::text;
     use crate::message::Target;
+    use crate::tags::Tags;
+
+    fn eq(key: &str, value: &str) -> TagCondition {
+        TagCondition::eq(key.into(), value.into()).unwrap()
+    }
+
+    fn one_of(key: &str, values: &[&str]) -> TagCondition {
+        TagCondition::one_of(key.into(), values.iter().map(|v| (*v).into()).collect()).unwrap()
+    }
 
     fn message(kind: &str) -> Message {
+        tagged(kind, &[])
+    }
+
+    fn tagged(kind: &str, tags: &[(&str, &str)]) -> Message {
         Message {
             id: "id".into(),
             channel: "orders".into(),
@@ -223,7 +236,11 @@ mod tests {
             offset: None,
             accepted_at_micros: 0,
             trace: None,
-            tags: Default::default(),
+            tags: Tags::from_pairs(
+                tags.iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            ),
         }
     }
 
@@ -258,7 +275,112 @@ mod tests {
         assert!(Filter::by_types(vec!["x".repeat(MAX_TYPE_BYTES)]).is_ok());
     }
 
+    #[test]
+    fn tag_conditions_are_anded_and_need_the_tag() {
+        let filter = Filter::new(
+            None,
+            vec![eq("region", "eu"), one_of("sku", &["B-2", "A-1", "A-1"])],
+        )
+        .unwrap();
+        assert!(filter.admits(&tagged("stock", &[("region", "eu"), ("sku", "A-1")])));
+        assert!(filter.admits(&tagged("other", &[("sku", "B-2"), ("x", "y"), ("region", "eu")])));
+        for tags in [
+            &[("region", "eu")][..],
+            &[("sku", "A-1")],
+            &[("region", "us"), ("sku", "A-1")],
+            &[("region", "eu"), ("sku", "C-3")],
+            &[("region", "EU"), ("sku", "A-1")],
+            &[("region", "eu "), ("sku", "A-1")],
+            &[],
+        ] {
+            assert!(!filter.admits(&tagged("stock", tags)), "{tags:?}");
+        }
+        let both = Filter::new(Some(vec!["stock".into()]), vec![eq("region", "eu")]).unwrap();
+        assert!(both.admits(&tagged("stock", &[("region", "eu")])));
+        assert!(!both.admits(&tagged("order", &[("region", "eu")])));
+        assert!(!both.admits(&tagged("stock", &[("region", "us")])));
+        let hostile = Filter::new(None, vec![eq("who", "CORP\\alice \"🦀\"")]).unwrap();
+        assert!(hostile.admits(&tagged("t", &[("who", "CORP\\alice \"🦀\"")])));
+        assert!(!hostile.admits(&tagged("t", &[("who", "CORP\\alice")])));
+        assert_eq!(both.types().collect::<Vec<_>>(), ["stock"]);
+        assert_eq!(filter.tag_conditions()[1].values().collect::<Vec<_>>(), ["A-1", "B-2"]);
+    }
+
+    #[test]
+    fn tag_bounds_are_enforced() {
+        assert_eq!(Filter::new(None, vec![]), Err(FilterError::Empty));
+        assert_eq!(
+            Filter::new(None, vec![eq("a", "1"), eq("a", "2")]),
+            Err(FilterError::DuplicateTagKey("a".into()))
+        );
+        let conditions = |n: usize| (0..n).map(|i| eq(&format!("k{i}"), "v")).collect();
+        assert!(Filter::new(None, conditions(MAX_TAG_CONDITIONS)).is_ok());
+        assert_eq!(
+            Filter::new(None, conditions(MAX_TAG_CONDITIONS + 1)),
+            Err(FilterError::TooManyTagConditions)
+        );
+        for key in ["", "a b", "CORP\\alice", "🦀", "rеgion"] {
+            assert!(
+                matches!(TagCondition::eq(key.into(), "v".into()), Err(FilterError::BadTagKey(_))),
+                "{key:?}"
+            );
+        }
+        assert_eq!(
+            TagCondition::one_of("k".into(), vec![]),
+            Err(FilterError::NoTagValues("k".into()))
+        );
+        let values = |n: usize| (0..n).map(|i| i.to_string()).collect();
+        assert!(TagCondition::one_of("k".into(), values(MAX_IN_VALUES)).is_ok());
+        assert_eq!(
+            TagCondition::one_of("k".into(), values(MAX_IN_VALUES + 1)),
+            Err(FilterError::TooManyTagValues("k".into()))
+        );
+        assert_eq!(
+            TagCondition::eq("k".into(), "x".repeat(tags::MAX_VALUE_BYTES + 1)),
+            Err(FilterError::TagValueTooLong("k".into()))
+        );
+        assert!(TagCondition::eq("k".into(), "x".repeat(tags::MAX_VALUE_BYTES)).is_ok());
+    }
+
+    /// A message and a filter drawn from a small alphabet, so they often match.
+    fn small() -> impl Strategy<Value = String> {
+        prop_oneof!["[ab]{0,2}", text().prop_map(|t| t.chars().take(4).collect())]
+    }
+
+    fn small_key() -> impl Strategy<Value = String> {
+        "[ab:]{1,2}"
+    }
+
     proptest! {
+        /// The filter admits exactly what the specification, written naively, admits.
+        #[test]
+        fn admits_what_the_reference_model_admits(
+            types in proptest::option::of(proptest::collection::vec(small(), 1..4)),
+            conditions in proptest::collection::btree_map(
+                small_key(), proptest::collection::vec(small(), 1..4), 0..3,
+            ),
+            kind in small(),
+            tags in proptest::collection::btree_map(small_key(), small(), 0..4),
+        ) {
+            let built = Filter::new(
+                types.clone(),
+                conditions
+                    .iter()
+                    .map(|(k, v)| TagCondition::one_of(k.clone(), v.clone()).unwrap())
+                    .collect(),
+            );
+            if types.is_none() && conditions.is_empty() {
+                prop_assert_eq!(built, Err(FilterError::Empty));
+                return Ok(());
+            }
+            let pairs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let model = types.as_ref().is_none_or(|t| t.contains(&kind))
+                && conditions
+                    .iter()
+                    .all(|(k, values)| tags.get(k).is_some_and(|v| values.contains(v)));
+            prop_assert_eq!(built.unwrap().admits(&tagged(&kind, &pairs)), model);
+        }
+
         #[test]
         fn admits_a_type_iff_it_was_named(
             named in proptest::collection::vec(text(), 1..MAX_TYPES),

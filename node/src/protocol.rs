@@ -29,7 +29,8 @@ pub enum ClientMessage {
         channels: Vec<String>,
         /// Per-channel offset of the last message the client saw (recovery).
         since: BTreeMap<String, String>,
-        /// `"filter":{"types":[...]}`: only these message types, live and replayed.
+        /// `"filter":{"types":[...],"tags":{"<key>":{"eq":...}|{"in":[...]}}}`: only
+        /// these message types and tag values, live and replayed.
         filter: Option<Filter>,
     },
     /// `{"type":"unsubscribe","channels":[...]}`.
@@ -544,6 +545,70 @@ mod tests {
             envelope(&m).as_str(),
             r#"{"type":"stock","data":{"id":7,"title":"hi"},"channel":"stock","id":"m2","offset":"3-1","tags":{"region":"eu","sku":"A-1"}}"#
         );
+    }
+
+    fn subscribe_filter(filter: Value) -> Result<Option<Filter>, ParseError> {
+        let frame = serde_json::json!({"type": "subscribe", "channels": ["stock"], "filter": filter});
+        match ClientMessage::parse(&frame.to_string())? {
+            ClientMessage::Subscribe { filter, .. } => Ok(filter),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tag_filters_parse_with_or_without_types() {
+        let eq = |k: &str, v: &str| TagCondition::eq(k.into(), v.into()).unwrap();
+        let parsed = subscribe_filter(serde_json::json!({
+            "types": ["stock"],
+            "tags": {"region": {"eq": "eu"}, "sku": {"in": ["B-2", "A-1"]}},
+        }));
+        let expected = Filter::new(
+            Some(vec!["stock".into()]),
+            vec![
+                eq("region", "eu"),
+                TagCondition::one_of("sku".into(), vec!["A-1".into(), "B-2".into()]).unwrap(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(parsed, Ok(Some(expected)));
+        let tags_only = subscribe_filter(serde_json::json!({"tags": {"who": {"eq": "CORP\\alice"}}}));
+        let expected = Filter::new(None, vec![eq("who", "CORP\\alice")]).unwrap();
+        assert_eq!(tags_only, Ok(Some(expected.clone())));
+        let null_types = subscribe_filter(serde_json::json!({"types": null, "tags": {"who": {"eq": "CORP\\alice"}}}));
+        assert_eq!(null_types, Ok(Some(expected)));
+    }
+
+    #[test]
+    fn malformed_tag_filters_are_refused_with_a_reason() {
+        let many: serde_json::Map<String, Value> = (0..=filter::MAX_TAG_CONDITIONS)
+            .map(|i| (format!("k{i}"), serde_json::json!({"eq": "v"})))
+            .collect();
+        let long_in: Vec<String> = (0..=filter::MAX_IN_VALUES).map(|i| i.to_string()).collect();
+        for (bad, says) in [
+            (serde_json::json!({}), "must hold"),
+            (serde_json::json!({"types": null}), "must hold"),
+            (serde_json::json!({"tags": {}}), "at least one condition"),
+            (serde_json::json!({"tags": []}), "must map tag keys"),
+            (serde_json::json!({"tags": {"region": "eu"}}), "must map tag keys"),
+            (serde_json::json!({"tags": {"region": {}}}), "must map tag keys"),
+            (serde_json::json!({"tags": {"region": {"eq": "eu", "in": ["us"]}}}), "must map tag keys"),
+            (serde_json::json!({"tags": {"region": {"ne": "eu"}}}), "must map tag keys"),
+            (serde_json::json!({"tags": {"region": {"eq": 5}}}), "must map tag keys"),
+            (serde_json::json!({"tags": {"region": {"in": "eu"}}}), "must map tag keys"),
+            (serde_json::json!({"tags": {"region": {"in": [1]}}}), "must map tag keys"),
+            (serde_json::json!({"tags": {"region": {"in": []}}}), "at least one value"),
+            (serde_json::json!({"tags": {"region": {"in": long_in}}}), "more than"),
+            (serde_json::json!({"tags": many}), "more than"),
+            (serde_json::json!({"tags": {"CORP\\alice": {"eq": "x"}}}), "bytes of"),
+            (serde_json::json!({"tags": {"a": {"eq": "x".repeat(300)}}}), "longer than"),
+            (serde_json::json!({"types": ["a"], "tag": {}}), "unknown key"),
+        ] {
+            let error = subscribe_filter(bad.clone()).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        let repeated = r#"{"type":"subscribe","channels":["s"],"filter":{"tags":{"a":{"eq":"1"},"a":{"eq":"2"}}}}"#;
+        let error = ClientMessage::parse(repeated).unwrap_err().to_string();
+        assert!(error.contains("two conditions"), "{error}");
     }
 
     #[test]

@@ -180,3 +180,129 @@ impl<'de> Deserialize<'de> for Tags {
         deserializer.deserialize_map(Pairs).map_err(de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::arbitrary::text;
+
+    #[test]
+    fn parses_sorts_and_reads_tags() {
+        let tags = parse(r#"{"sku":"A-1","region":"eu","CORP.dept:5_x-y":"CORP\\alice \"🦀\"","e":""}"#)
+            .unwrap();
+        let read: Vec<_> = tags.iter().collect();
+        assert_eq!(
+            read,
+            [
+                ("CORP.dept:5_x-y", "CORP\\alice \"🦀\""),
+                ("e", ""),
+                ("region", "eu"),
+                ("sku", "A-1")
+            ]
+        );
+        assert_eq!(tags.get("region"), Some("eu"));
+        assert_eq!(tags.get("regio"), None);
+        assert!(parse("{}").unwrap().is_empty());
+        assert_eq!(Tags::default().get("x"), None);
+        assert_eq!(Tags::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn limits_and_shapes_are_refused_with_their_reason() {
+        let key = "k".repeat(MAX_KEY_BYTES);
+        let value = "é".repeat(MAX_VALUE_BYTES / 2);
+        let at_limit = format!(r#"{{"{key}":"{value}"}}"#);
+        assert_eq!(parse(&at_limit).unwrap().get(&key), Some(&*value));
+        let many = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!(r#""k{i}":"v""#)).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        assert_eq!(parse(&many(MAX_TAGS)).unwrap().len(), MAX_TAGS);
+        assert_eq!(parse(&many(MAX_TAGS + 1)), Err(TagsError::TooMany));
+        for bad_key in [
+            String::new(),
+            "k".repeat(MAX_KEY_BYTES + 1),
+            "a b".into(),
+            "CORP\\\\alice".into(),
+            "quo\\\"te".into(),
+            "🦀".into(),
+            "rеgion".into(), // Cyrillic "е": a look-alike, not the ASCII key
+            "$serde_json::private::RawValue".into(),
+        ] {
+            assert!(
+                matches!(parse(&format!(r#"{{"{bad_key}":"v"}}"#)), Err(TagsError::BadKey(_))),
+                "{bad_key:?}"
+            );
+        }
+        assert_eq!(
+            parse(r#"{"a":"1","a":"2"}"#),
+            Err(TagsError::Duplicate("a".into()))
+        );
+        assert_eq!(
+            parse(&format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_VALUE_BYTES + 1))),
+            Err(TagsError::ValueTooLong {
+                key: "a".into(),
+                len: MAX_VALUE_BYTES + 1
+            })
+        );
+        for not_string in ["1", "null", "[\"eu\"]", "{\"eq\":\"eu\"}", "true"] {
+            assert!(
+                matches!(
+                    parse(&format!(r#"{{"a":{not_string}}}"#)),
+                    Err(TagsError::NotString { .. })
+                ),
+                "{not_string}"
+            );
+        }
+        for not_object in ["[]", "\"eu\"", "1", "{", r#"{"a":"b"} x"#] {
+            assert_eq!(parse(not_object), Err(TagsError::NotObject), "{not_object}");
+        }
+    }
+
+    #[test]
+    fn error_messages_stay_short_for_huge_keys() {
+        let huge = "x".repeat(100_000) + " ";
+        let message = parse(&format!(r#"{{"{huge}":"v"}}"#)).unwrap_err().to_string();
+        assert!(message.len() < 300, "{}", message.len());
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.:-]{1,8}"
+    }
+
+    proptest! {
+        #[test]
+        fn valid_tags_parse_to_what_was_sent(
+            sent in proptest::collection::btree_map(key(), text(), 0..=MAX_TAGS),
+        ) {
+            let sent: std::collections::BTreeMap<String, String> = sent
+                .into_iter()
+                .filter(|(_, v)| v.len() <= MAX_VALUE_BYTES)
+                .collect();
+            let tags = parse(&serde_json::to_string(&sent).unwrap()).unwrap();
+            let read: Vec<(&str, &str)> = tags.iter().collect();
+            let expected: Vec<(&str, &str)> =
+                sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            prop_assert_eq!(read, expected);
+            for (k, v) in &sent {
+                prop_assert_eq!(tags.get(k), Some(v.as_str()));
+            }
+            // Serialized back, they are the same object.
+            let again: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&serde_json::to_string(&tags).unwrap()).unwrap();
+            prop_assert_eq!(again, sent);
+        }
+
+        #[test]
+        fn any_key_text_is_valid_iff_it_keeps_to_the_charset(key in text()) {
+            let expected = !key.is_empty()
+                && key.len() <= MAX_KEY_BYTES
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+            prop_assert_eq!(valid_key(&key), expected);
+            let json = serde_json::json!({ &key: "v" }).to_string();
+            prop_assert_eq!(parse(&json).is_ok(), expected);
+        }
+    }
+}
