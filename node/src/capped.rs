@@ -72,7 +72,10 @@ struct Members {
 impl<'de> DeserializeSeed<'de> for &Members {
     type Value = Vec<Member<'de>>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
@@ -177,7 +180,10 @@ mod tests {
     fn objects_keep_order_and_repeats_up_to_the_limit() {
         let members = object(r#" {"b":1, "a\\\"":{"x":[2]}, "b":"3"} "#, 3).unwrap();
         let read: Vec<(&str, &str)> = members.iter().map(|(k, v)| (&**k, v.get())).collect();
-        assert_eq!(read, [("b", "1"), ("a\\\"", r#"{"x":[2]}"#), ("b", r#""3""#)]);
+        assert_eq!(
+            read,
+            [("b", "1"), ("a\\\"", r#"{"x":[2]}"#), ("b", r#""3""#)]
+        );
         assert!(matches!(
             object(r#"{"a":1,"b":2,"c":3,"d":oops"#, 3),
             Err(CappedError::TooMany(3))

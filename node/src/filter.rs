@@ -125,11 +125,10 @@ impl TagCondition {
     }
 
     fn holds(&self, message: &Message) -> bool {
-        message.tags.get(&self.key).is_some_and(|value| {
-            self.values
-                .binary_search_by(|v| (**v).cmp(value))
-                .is_ok()
-        })
+        message
+            .tags
+            .get(&self.key)
+            .is_some_and(|value| self.values.binary_search_by(|v| (**v).cmp(value)).is_ok())
     }
 }
 
@@ -190,7 +189,9 @@ impl Filter {
 
     /// The admitted types, sorted (none when any type is admitted).
     pub fn types(&self) -> impl Iterator<Item = &str> {
-        self.types.iter().flat_map(|types| types.iter().map(|t| &**t))
+        self.types
+            .iter()
+            .flat_map(|types| types.iter().map(|t| &**t))
     }
 
     /// The tag conditions, sorted by key.
@@ -283,7 +284,10 @@ mod tests {
         )
         .unwrap();
         assert!(filter.admits(&tagged("stock", &[("region", "eu"), ("sku", "A-1")])));
-        assert!(filter.admits(&tagged("other", &[("sku", "B-2"), ("x", "y"), ("region", "eu")])));
+        assert!(filter.admits(&tagged(
+            "other",
+            &[("sku", "B-2"), ("x", "y"), ("region", "eu")]
+        )));
         for tags in [
             &[("region", "eu")][..],
             &[("sku", "A-1")],
@@ -303,7 +307,10 @@ mod tests {
         assert!(hostile.admits(&tagged("t", &[("who", "CORP\\alice \"🦀\"")])));
         assert!(!hostile.admits(&tagged("t", &[("who", "CORP\\alice")])));
         assert_eq!(both.types().collect::<Vec<_>>(), ["stock"]);
-        assert_eq!(filter.tag_conditions()[1].values().collect::<Vec<_>>(), ["A-1", "B-2"]);
+        assert_eq!(
+            filter.tag_conditions()[1].values().collect::<Vec<_>>(),
+            ["A-1", "B-2"]
+        );
     }
 
     #[test]
@@ -321,7 +328,10 @@ mod tests {
         );
         for key in ["", "a b", "CORP\\alice", "🦀", "rеgion"] {
             assert!(
-                matches!(TagCondition::eq(key.into(), "v".into()), Err(FilterError::BadTagKey(_))),
+                matches!(
+                    TagCondition::eq(key.into(), "v".into()),
+                    Err(FilterError::BadTagKey(_))
+                ),
                 "{key:?}"
             );
         }
@@ -344,7 +354,10 @@ mod tests {
 
     /// A message and a filter drawn from a small alphabet, so they often match.
     fn small() -> impl Strategy<Value = String> {
-        prop_oneof!["[ab]{0,2}", text().prop_map(|t| t.chars().take(4).collect())]
+        prop_oneof![
+            "[ab]{0,2}",
+            text().prop_map(|t| t.chars().take(4).collect())
+        ]
     }
 
     fn small_key() -> impl Strategy<Value = String> {

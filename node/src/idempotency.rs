@@ -217,14 +217,24 @@ mod tests {
     }
 
     fn tags(pairs: &[(&str, &str)]) -> Tags {
-        Tags::from_pairs(pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect())
+        Tags::from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        )
     }
 
     #[test]
     fn untagged_fingerprints_are_what_nodes_before_tags_computed() {
         // Pinned: keys claimed by older nodes within the window must still match.
         assert_eq!(
-            fingerprint("orders", "order_update", Some(&users(&["CORP\\b"])), r#"{"x":1}"#),
+            fingerprint(
+                "orders",
+                "order_update",
+                Some(&users(&["CORP\\b"])),
+                r#"{"x":1}"#
+            ),
             "4df7d56a28e9dc815b2ca92d0c8db433a863f6b7c557734db906e3dd7b49ae99"
         );
     }

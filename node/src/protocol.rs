@@ -159,7 +159,10 @@ fn filter(object: &Fields<'_>) -> Result<Option<Filter>, ParseError> {
     let fields: Fields<'_> = serde_json::from_str(raw.get()).map_err(|_| {
         bad("must be an object such as {\"types\":[\"order_update\"],\"tags\":{\"region\":{\"eq\":\"eu\"}}}")
     })?;
-    if let Some(unknown) = fields.keys().find(|k| !matches!(k.as_str(), "types" | "tags")) {
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "types" | "tags"))
+    {
         return Err(bad(&format!(
             "has an unknown key {unknown:?}; known: types, tags"
         )));
@@ -183,7 +186,8 @@ fn filter(object: &Fields<'_>) -> Result<Option<Filter>, ParseError> {
 /// `"tags":{"<key>":{"eq":"<value>"} | {"in":["<value>",...]},...}`, bounded while
 /// parsing (see [`crate::filter`] for the limits).
 fn tag_conditions(raw: &RawValue) -> Result<Vec<TagCondition>, ParseError> {
-    let shape = "\"filter\".\"tags\" must map tag keys to {\"eq\":\"value\"} or {\"in\":[\"value\",...]}";
+    let shape =
+        "\"filter\".\"tags\" must map tag keys to {\"eq\":\"value\"} or {\"in\":[\"value\",...]}";
     let members = capped::object(raw.get(), filter::MAX_TAG_CONDITIONS).map_err(|e| match e {
         CappedError::TooMany(_) => FilterError::TooManyTagConditions.into(),
         CappedError::Json(_) => ParseError::BadField(shape.into()),
@@ -204,13 +208,14 @@ fn tag_conditions(raw: &RawValue) -> Result<Vec<TagCondition>, ParseError> {
                 "eq" => TagCondition::eq(key.clone(), typed(operator.1).ok_or_else(wrong)?),
                 "in" => {
                     let values: Vec<String> =
-                        capped::parse(operator.1.get().as_bytes(), filter::MAX_IN_VALUES)
-                            .map_err(|e| match e {
+                        capped::parse(operator.1.get().as_bytes(), filter::MAX_IN_VALUES).map_err(
+                            |e| match e {
                                 CappedError::TooMany(_) => {
                                     FilterError::TooManyTagValues(key.clone()).into()
                                 }
                                 CappedError::Json(_) => wrong(),
-                            })?;
+                            },
+                        )?;
                     TagCondition::one_of(key.clone(), values)
                 }
                 _ => return Err(wrong()),
@@ -533,14 +538,31 @@ mod tests {
     #[test]
     fn envelope_keeps_the_legacy_shape_and_adds_fields() {
         let data = r#"{"id":7,"title":"hi"}"#;
-        let m = message("notification", data, "notifications", "m1", None, Tags::default());
+        let m = message(
+            "notification",
+            data,
+            "notifications",
+            "m1",
+            None,
+            Tags::default(),
+        );
         let frame = envelope(&m);
         assert_eq!(
             frame.as_str(),
             r#"{"type":"notification","data":{"id":7,"title":"hi"},"channel":"notifications","id":"m1"}"#
         );
-        let tags = Tags::from_pairs(vec![("sku".into(), "A-1".into()), ("region".into(), "eu".into())]);
-        let m = message("stock", data, "stock", "m2", Some(Offset { ms: 3, seq: 1 }), tags);
+        let tags = Tags::from_pairs(vec![
+            ("sku".into(), "A-1".into()),
+            ("region".into(), "eu".into()),
+        ]);
+        let m = message(
+            "stock",
+            data,
+            "stock",
+            "m2",
+            Some(Offset { ms: 3, seq: 1 }),
+            tags,
+        );
         assert_eq!(
             envelope(&m).as_str(),
             r#"{"type":"stock","data":{"id":7,"title":"hi"},"channel":"stock","id":"m2","offset":"3-1","tags":{"region":"eu","sku":"A-1"}}"#
@@ -548,7 +570,8 @@ mod tests {
     }
 
     fn subscribe_filter(filter: Value) -> Result<Option<Filter>, ParseError> {
-        let frame = serde_json::json!({"type": "subscribe", "channels": ["stock"], "filter": filter});
+        let frame =
+            serde_json::json!({"type": "subscribe", "channels": ["stock"], "filter": filter});
         match ClientMessage::parse(&frame.to_string())? {
             ClientMessage::Subscribe { filter, .. } => Ok(filter),
             other => panic!("{other:?}"),
@@ -571,10 +594,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parsed, Ok(Some(expected)));
-        let tags_only = subscribe_filter(serde_json::json!({"tags": {"who": {"eq": "CORP\\alice"}}}));
+        let tags_only =
+            subscribe_filter(serde_json::json!({"tags": {"who": {"eq": "CORP\\alice"}}}));
         let expected = Filter::new(None, vec![eq("who", "CORP\\alice")]).unwrap();
         assert_eq!(tags_only, Ok(Some(expected.clone())));
-        let null_types = subscribe_filter(serde_json::json!({"types": null, "tags": {"who": {"eq": "CORP\\alice"}}}));
+        let null_types = subscribe_filter(
+            serde_json::json!({"types": null, "tags": {"who": {"eq": "CORP\\alice"}}}),
+        );
         assert_eq!(null_types, Ok(Some(expected)));
     }
 
@@ -589,19 +615,55 @@ mod tests {
             (serde_json::json!({"types": null}), "must hold"),
             (serde_json::json!({"tags": {}}), "at least one condition"),
             (serde_json::json!({"tags": []}), "must map tag keys"),
-            (serde_json::json!({"tags": {"region": "eu"}}), "must map tag keys"),
-            (serde_json::json!({"tags": {"region": {}}}), "must map tag keys"),
-            (serde_json::json!({"tags": {"region": {"eq": "eu", "in": ["us"]}}}), "must map tag keys"),
-            (serde_json::json!({"tags": {"region": {"ne": "eu"}}}), "must map tag keys"),
-            (serde_json::json!({"tags": {"region": {"eq": 5}}}), "must map tag keys"),
-            (serde_json::json!({"tags": {"region": {"in": "eu"}}}), "must map tag keys"),
-            (serde_json::json!({"tags": {"region": {"in": [1]}}}), "must map tag keys"),
-            (serde_json::json!({"tags": {"region": {"in": []}}}), "at least one value"),
-            (serde_json::json!({"tags": {"region": {"in": long_in}}}), "more than"),
+            (
+                serde_json::json!({"tags": {"region": "eu"}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"eq": "eu", "in": ["us"]}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"ne": "eu"}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"eq": 5}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"in": "eu"}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"in": [1]}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"in": []}}}),
+                "at least one value",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"in": long_in}}}),
+                "more than",
+            ),
             (serde_json::json!({"tags": many}), "more than"),
-            (serde_json::json!({"tags": {"CORP\\alice": {"eq": "x"}}}), "bytes of"),
-            (serde_json::json!({"tags": {"a": {"eq": "x".repeat(300)}}}), "longer than"),
-            (serde_json::json!({"types": ["a"], "tag": {}}), "unknown key"),
+            (
+                serde_json::json!({"tags": {"CORP\\alice": {"eq": "x"}}}),
+                "bytes of",
+            ),
+            (
+                serde_json::json!({"tags": {"a": {"eq": "x".repeat(300)}}}),
+                "longer than",
+            ),
+            (
+                serde_json::json!({"types": ["a"], "tag": {}}),
+                "unknown key",
+            ),
         ] {
             let error = subscribe_filter(bad.clone()).unwrap_err().to_string();
             assert!(error.contains(says), "{bad}: {error}");

@@ -91,7 +91,9 @@ impl Tags {
 
     /// The tags, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().flat_map(|pairs| pairs.iter().map(|(k, v)| (&**k, &**v)))
+        self.0
+            .iter()
+            .flat_map(|pairs| pairs.iter().map(|(k, v)| (&**k, &**v)))
     }
 
     /// How many there are.
@@ -177,7 +179,9 @@ impl<'de> Deserialize<'de> for Tags {
                 Ok(Tags::from_pairs(pairs))
             }
         }
-        deserializer.deserialize_map(Pairs).map_err(de::Error::custom)
+        deserializer
+            .deserialize_map(Pairs)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -190,8 +194,9 @@ mod tests {
 
     #[test]
     fn parses_sorts_and_reads_tags() {
-        let tags = parse(r#"{"sku":"A-1","region":"eu","CORP.dept:5_x-y":"CORP\\alice \"🦀\"","e":""}"#)
-            .unwrap();
+        let tags =
+            parse(r#"{"sku":"A-1","region":"eu","CORP.dept:5_x-y":"CORP\\alice \"🦀\"","e":""}"#)
+                .unwrap();
         let read: Vec<_> = tags.iter().collect();
         assert_eq!(
             read,
@@ -232,7 +237,10 @@ mod tests {
             "$serde_json::private::RawValue".into(),
         ] {
             assert!(
-                matches!(parse(&format!(r#"{{"{bad_key}":"v"}}"#)), Err(TagsError::BadKey(_))),
+                matches!(
+                    parse(&format!(r#"{{"{bad_key}":"v"}}"#)),
+                    Err(TagsError::BadKey(_))
+                ),
                 "{bad_key:?}"
             );
         }
@@ -264,7 +272,9 @@ mod tests {
     #[test]
     fn error_messages_stay_short_for_huge_keys() {
         let huge = "x".repeat(100_000) + " ";
-        let message = parse(&format!(r#"{{"{huge}":"v"}}"#)).unwrap_err().to_string();
+        let message = parse(&format!(r#"{{"{huge}":"v"}}"#))
+            .unwrap_err()
+            .to_string();
         assert!(message.len() < 300, "{}", message.len());
     }
 

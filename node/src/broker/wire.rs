@@ -212,7 +212,10 @@ mod tests {
             assert_eq!(got.trace, Some(trace));
             assert_eq!(got.offset, Some(Offset { ms: 9, seq: 3 }));
             assert_eq!(got.tags, sent.tags);
-            assert_eq!(got.tags.get(&format!("k{text}")), Some(&*format!("{text}v")));
+            assert_eq!(
+                got.tags.get(&format!("k{text}")),
+                Some(&*format!("{text}v"))
+            );
         }
     }
 
@@ -282,18 +285,26 @@ mod tests {
         let text = encode(&message(), "node-a", None);
         assert!(!text.contains(r#""g":"#), "{text}");
         let tagged = Message {
-            tags: Tags::from_pairs(vec![("sku".into(), "A-1".into()), ("region".into(), "eu".into())]),
+            tags: Tags::from_pairs(vec![
+                ("sku".into(), "A-1".into()),
+                ("region".into(), "eu".into()),
+            ]),
             ..message()
         };
         let text = encode(&tagged, "node-a", None);
-        assert!(text.ends_with(r#","g":{"region":"eu","sku":"A-1"}}"#), "{text}");
+        assert!(
+            text.ends_with(r#","g":{"region":"eu","sku":"A-1"}}"#),
+            "{text}"
+        );
         assert_eq!(decode(&text, None).unwrap().0.tags, tagged.tags);
     }
 
     #[test]
     fn tags_past_the_publish_limits_still_decode() {
         // A newer node may allow more or longer tags: its history must stay readable.
-        let many: Vec<String> = (0..40).map(|i| format!(r#""k{i} x":"{}""#, "v".repeat(300))).collect();
+        let many: Vec<String> = (0..40)
+            .map(|i| format!(r#""k{i} x":"{}""#, "v".repeat(300)))
+            .collect();
         let newer = format!(
             r#"{{"i":"m","c":"c","t":"t","d":{{}},"a":1,"o":"n","g":{{{}}}}}"#,
             many.join(",")
