@@ -61,12 +61,15 @@ pub enum TagsError {
 /// A message's tags: sorted by key, keys unique. Empty (the common case) allocates
 /// nothing; cloning a tagged message shares its tags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tags(Option<Arc<[(Box<str>, Box<str>)]>>);
+pub struct Tags(Option<Arc<[Tag]>>);
+
+/// One tag: key and value.
+pub type Tag = (Box<str>, Box<str>);
 
 impl Tags {
     /// Tags from pairs in any order; a repeated key keeps its first value. No limits
     /// are checked: this is for tags another node (or [`parse`]) already accepted.
-    pub fn from_pairs(mut pairs: Vec<(Box<str>, Box<str>)>) -> Self {
+    pub fn from_pairs(mut pairs: Vec<Tag>) -> Self {
         if pairs.is_empty() {
             return Self(None);
         }
@@ -116,7 +119,7 @@ pub fn parse(json: &str) -> Result<Tags, TagsError> {
         CappedError::TooMany(_) => TagsError::TooMany,
         CappedError::Json(_) => TagsError::NotObject,
     })?;
-    let mut pairs: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(members.len());
+    let mut pairs: Vec<Tag> = Vec::with_capacity(members.len());
     for (key, raw) in members {
         if !valid_key(&key) {
             return Err(TagsError::BadKey(shorten(&key)));

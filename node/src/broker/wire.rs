@@ -57,7 +57,7 @@ struct Wire<'a> {
     g: Cow<'a, Tags>,
 }
 
-fn no_tags(tags: &Cow<'_, Tags>) -> bool {
+fn no_tags(tags: &Tags) -> bool {
     tags.is_empty()
 }
 
