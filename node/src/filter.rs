@@ -69,7 +69,7 @@ pub enum FilterError {
 
 /// What a subscription admits: messages of one of its types (when it names types)
 /// that meet every one of its tag conditions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Filter {
     /// Sorted, without duplicates; `None`: any type.
     types: Option<Box<[Arc<str>]>>,
@@ -78,7 +78,7 @@ pub struct Filter {
 }
 
 /// A condition on one tag: the message has it, with one of these values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TagCondition {
     key: Box<str>,
     /// Sorted, without duplicates, never empty.
