@@ -203,6 +203,20 @@ impl ChannelPattern {
         parts.next().is_none().then_some(values)
     }
 
+    /// Whether some concrete name matches both patterns: as many segments, and no
+    /// position where both hold different literals.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.segments.len() == other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|pair| match pair {
+                    (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                    _ => true,
+                })
+    }
+
     /// The concrete channel for `values` (one per parameter); `None` when one is
     /// missing or invalid, or the name would be too long.
     pub fn render(&self, values: &BTreeMap<&str, &str>) -> Option<String> {
@@ -314,6 +328,16 @@ mod tests {
             ChannelPattern::parse(&long),
             Err(PatternError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn overlapping_patterns_are_found() {
+        let p = |t| ChannelPattern::parse(t).unwrap();
+        assert!(p("dept:{a}").overlaps(&p("dept:{b}")));
+        assert!(p("x:{a}:y").overlaps(&p("x:z:{b}")));
+        assert!(!p("dept:{a}").overlaps(&p("team:{a}")));
+        assert!(!p("dept:{a}").overlaps(&p("dept:{a}:{b}")));
+        assert!(!p("x:{a}:y").overlaps(&p("x:{a}:z")));
     }
 
     #[test]

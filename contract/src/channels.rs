@@ -76,6 +76,10 @@ pub struct ChannelConfig {
     /// its values, when it is an array).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bind: BTreeMap<String, String>,
+    /// A JSON Schema per message type: publishes whose `data` does not validate are
+    /// refused (see [`crate::schemas`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schemas: BTreeMap<String, serde_json::Value>,
 }
 
 fn default_capacity() -> u32 {
@@ -101,6 +105,7 @@ impl ChannelConfig {
             ack_required: false,
             publish_rate: None,
             bind: BTreeMap::new(),
+            schemas: BTreeMap::new(),
         }
     }
 
@@ -274,9 +279,14 @@ mod properties {
             // float with 17 significant digits back one ULP off.
             proptest::option::of((0u32..1_000_000_000, any::<u32>())),
             proptest::collection::btree_map(text(), text(), 0..3),
+            proptest::collection::btree_map(
+                text(),
+                text().prop_map(|t| serde_json::json!({"type": "object", "description": t})),
+                0..3,
+            ),
         )
-            .prop_map(|(name, access, roles, allowed_types, flags, rate, bind)| {
-                ChannelConfig {
+            .prop_map(
+                |(name, access, roles, allowed_types, flags, rate, bind, schemas)| ChannelConfig {
                     name,
                     access,
                     roles,
@@ -291,8 +301,9 @@ mod properties {
                         burst,
                     }),
                     bind,
-                }
-            })
+                    schemas,
+                },
+            )
     }
 
     proptest! {

@@ -10,6 +10,7 @@
 //!   for the CRD.
 //! - [`channel_pattern`]: parameterized channel names (`dept:{dept}`) and their
 //!   claim bindings.
+//! - [`schemas`]: per-type JSON Schemas of a channel, compiled with the same limits.
 //! - [`keys`]: the Redis key layout.
 //! - [`heartbeat`]: the node heartbeat record in Redis and the operator's view of it.
 //! - [`settings`]: the node's `HERALD_*` environment variable names.
@@ -21,6 +22,7 @@ pub mod channel_pattern;
 pub mod channels;
 pub mod heartbeat;
 pub mod keys;
+pub mod schemas;
 pub mod settings;
 
 pub use channels::{Access, ChannelConfig, ChannelFile, RateLimit};

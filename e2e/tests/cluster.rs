@@ -918,6 +918,248 @@ async fn filtered_dashboards_on_every_node_get_only_their_types_and_resume_throu
     assert!(rest.iter().all(|m| m["type"] == kind));
 }
 
+/// Every department's dashboard sees its own department's updates and nothing else,
+/// whichever node it sits on and whichever node the backend publishes through, with
+/// features together: auto-subscribe from the token's `dept` claim, acks with
+/// offline delivery on another node, and a resume with `since` through a type filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departments_get_only_their_own_updates_from_any_node_and_catch_up_on_another() {
+    use herald_testkit::node::{now, token_with};
+
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let file = channel_file(
+        "departments",
+        json!([{"name": "dept:{dept}", "access": "authenticated", "auto_subscribe": true,
+                "bind": {"dept": "dept"}, "history": true, "capacity": 1000,
+                "ack_required": true}]),
+    );
+    let path = file.path.to_str().unwrap();
+    let nodes = start_nodes(&cluster, 3, &["--channels", path]);
+    let depts = ["5", "7", "sales-eu", "R.and.D@hq"];
+    async fn connect(node: &TestNode, user: &str, dept: Value) -> Client {
+        let token = token_with(json!({"user_id": user, "dept": dept, "exp": now() + 600}));
+        node.connect_url(&node.ws_url(&token)).await
+    }
+    // One dashboard per department and node, users with hostile ids; plus a manager
+    // of two departments. None of them sends `subscribe`.
+    let mut dashboards = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for dept in depts {
+            let user = format!("CORP\\{dept}-\"{i}\" 🦀");
+            dashboards.push((vec![dept], connect(node, &user, json!(dept)).await));
+        }
+    }
+    let mut manager = connect(&nodes[1], "manager", json!(["5", 7])).await;
+    // Sent before any subscribe frame could be: let the auto-joins settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    const ROUNDS: usize = 24;
+    let nodes = std::sync::Arc::new(nodes);
+    let mut tasks = Vec::new();
+    for p in 0..3 {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..ROUNDS {
+                let dept = ["5", "7", "sales-eu", "R.and.D@hq"][(n + p) % 4];
+                let kind = if n % 3 == 0 { "alert" } else { "stock" };
+                let (status, body) = nodes[(n + p) % 3]
+                    .publish(&json!({"channel": format!("dept:{dept}"), "type": kind,
+                                     "data": {"dept": dept, "publisher": p, "n": n}}))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let sent_to = |dept: &str| {
+        (0..3)
+            .flat_map(|p| (0..ROUNDS).map(move |n| (p, n)))
+            .filter(|(p, n)| ["5", "7", "sales-eu", "R.and.D@hq"][(n + p) % 4] == dept)
+            .count()
+    };
+    // Reads `want` updates, checks each is for one of `mine` and in publish order per
+    // publisher, and acks the last one per channel.
+    async fn read(client: &mut Client, mine: &[&str], want: usize) -> Vec<Value> {
+        let mut got: Vec<Value> = Vec::new();
+        while got.len() < want {
+            let frame = client
+                .recv_within(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("{mine:?}: only {} of {want}", got.len()));
+            if frame["type"] == "alert" || frame["type"] == "stock" {
+                let dept = frame["data"]["dept"].as_str().unwrap();
+                assert!(mine.contains(&dept), "{mine:?} got {frame}");
+                assert_eq!(frame["channel"], format!("dept:{dept}"), "{frame}");
+                got.push(frame);
+            }
+        }
+        // In publish order per channel and publisher.
+        for dept in mine {
+            for p in 0..3 {
+                let ns: Vec<u64> = got
+                    .iter()
+                    .filter(|f| f["data"]["publisher"] == p && f["data"]["dept"] == *dept)
+                    .map(|f| f["data"]["n"].as_u64().unwrap())
+                    .collect();
+                assert!(ns.windows(2).all(|w| w[0] < w[1]), "{dept}: {ns:?}");
+            }
+        }
+        got
+    }
+    for (mine, client) in dashboards.iter_mut() {
+        let want = mine.iter().map(|d| sent_to(d)).sum();
+        read(client, mine, want).await;
+        client.expect_silence(Duration::from_millis(200)).await;
+    }
+    let want = sent_to("5") + sent_to("7");
+    let got = read(&mut manager, &["5", "7"], want).await;
+    manager.expect_silence(Duration::from_millis(200)).await;
+
+    // The manager acks dept:5 up to its middle message and nothing on dept:7, goes
+    // offline, and comes back on another node: the rest of dept:5 and all of dept:7
+    // again, plus what was published meanwhile.
+    let five: Vec<&Value> = got.iter().filter(|f| f["channel"] == "dept:5").collect();
+    let middle = five[five.len() / 2];
+    manager
+        .send_json(json!({"type": "ack", "channel": "dept:5", "offset": middle["offset"]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(manager);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, dept) in ["5", "7", "sales-eu"].iter().enumerate() {
+        let (status, body) = nodes[i]
+            .publish(&json!({"channel": format!("dept:{dept}"), "type": "stock",
+                             "data": {"dept": dept, "publisher": 9, "n": 1000}}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut back = connect(&nodes[2], "manager", json!(["5", 7])).await;
+    let again = read(
+        &mut back,
+        &["5", "7"],
+        (five.len() - five.len() / 2 - 1) + sent_to("7") + 2,
+    )
+    .await;
+    back.expect_silence(Duration::from_millis(300)).await;
+    let offsets: BTreeSet<(&str, &str)> = again
+        .iter()
+        .map(|f| {
+            (
+                f["channel"].as_str().unwrap(),
+                f["offset"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets.len(), again.len(), "each offset once");
+    assert!(!offsets.contains(&("dept:5", middle["offset"].as_str().unwrap())));
+
+    // A stock-only dashboard for dept:7 reads and acks everything at connect on one
+    // node, then resumes on another from the first dept:7 message through a type
+    // filter: every later dept:7 stock, nothing else.
+    let first_seven = got.iter().find(|f| f["channel"] == "dept:7").unwrap();
+    let mut stocks = connect(&nodes[1], "stock-watch", json!(7)).await;
+    let all_seven = read(&mut stocks, &["7"], sent_to("7") + 1).await;
+    stocks
+        .send_json(json!({"type": "ack", "channel": "dept:7",
+                          "offset": all_seven.last().unwrap()["offset"]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stocks);
+    let mut stocks = connect(&nodes[0], "stock-watch", json!(7)).await;
+    stocks.expect_silence(Duration::from_millis(300)).await;
+    stocks
+        .send_json(json!({"type": "subscribe", "channels": ["dept:7"],
+                          "filter": {"types": ["stock"]},
+                          "since": {"dept:7": first_seven["offset"]}}))
+        .await;
+    let reply = stocks.recv_type("subscription_success").await;
+    assert_eq!(reply["recovered"]["dept:7"], true, "{reply}");
+    let later_stocks = got
+        .iter()
+        .filter(|f| f["channel"] == "dept:7" && f["type"] == "stock")
+        .filter(|f| f["offset"].as_str() > first_seven["offset"].as_str())
+        .count()
+        + 1;
+    let resumed = read(&mut stocks, &["7"], later_stocks).await;
+    assert!(resumed.iter().all(|f| f["type"] == "stock"), "{resumed:?}");
+    // Another department's channel stays closed to it.
+    stocks
+        .send_json(json!({"type": "subscribe", "channels": ["dept:5"]}))
+        .await;
+    assert_eq!(stocks.recv_type("error").await["code"], "forbidden");
+}
+
+/// Backends publishing to one channel through every node at once: each node delivers
+/// the channel's messages in offset order, its own publishes included, so a client
+/// that resumes after the last offset it saw can never skip one that came late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_delivers_a_channel_in_offset_order_under_publishers_on_all_nodes() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let file = channel_file(
+        "order",
+        json!([{"name": "ticks", "access": "authenticated", "history": true,
+                "capacity": 5000}]),
+    );
+    let nodes = start_nodes(&cluster, 3, &["--channels", file.path.to_str().unwrap()]);
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut client = node.connect(&format!("CORP\\watcher-{i}")).await;
+        client
+            .send_json(json!({"type": "subscribe", "channels": ["ticks"]}))
+            .await;
+        client.recv_type("subscription_success").await;
+        clients.push(client);
+    }
+    const EACH: usize = 150;
+    let nodes = std::sync::Arc::new(nodes);
+    let mut tasks = Vec::new();
+    for p in 0..6 {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut local = 0;
+            for n in 0..EACH {
+                let (status, body) = nodes[p % 3]
+                    .publish(&json!({"channel": "ticks", "type": "tick",
+                                     "data": {"publisher": p, "n": n}}))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+                local += body["delivered_locally"].as_u64().unwrap();
+            }
+            local
+        }));
+    }
+    let mut delivered_locally = 0;
+    for task in tasks {
+        delivered_locally += task.await.unwrap();
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let got = collect(client, "tick", 6 * EACH).await;
+        client.expect_silence(Duration::from_millis(200)).await;
+        let offsets: Vec<&str> = got.iter().map(|m| m["offset"].as_str().unwrap()).collect();
+        let parsed: Vec<(u64, u64)> = offsets
+            .iter()
+            .map(|o| {
+                let (ms, seq) = o.split_once('-').unwrap();
+                (ms.parse().unwrap(), seq.parse().unwrap())
+            })
+            .collect();
+        assert!(
+            parsed.windows(2).all(|w| w[0] < w[1]),
+            "node {i} delivered out of offset order: {offsets:?}"
+        );
+    }
+    // Each publish reached the one local watcher on its node, as the answers say.
+    assert_eq!(delivered_locally, (6 * EACH) as u64);
+}
+
 /// Every `stocks` frame until `want` have arrived (a leak of any kind is kept, so the
 /// caller sees it).
 async fn collect_all(client: &mut Client, what: &str, want: usize) -> Vec<Value> {

@@ -215,3 +215,140 @@ async fn missing_secrets_and_failed_applies_show_on_the_push_cluster() {
         .await
         .is_some());
 }
+
+/// A platform team declares one `dept:{dept}` Channel for every department. The API
+/// server refuses bindings that cannot work; a pattern that would clash with another
+/// Channel stays out of the nodes' channel file and says why on its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn department_patterns_are_checked_on_apply_and_clashes_show_on_the_channel() {
+    let _serial = SERIAL.lock().await;
+    let plane = ControlPlane::start_with_crds()
+        .await
+        .expect("control plane with the CRDs starts");
+    let _operator = {
+        let mut op = OperatorProcess::start(&plane.kubeconfig_path(), "op-p", &["--resync", "2s"]);
+        assert!(op.wait_leading(Duration::from_secs(30)));
+        op
+    };
+    apply(
+        &plane,
+        &json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "herald", "namespace": "default"},
+                "stringData": {"jwt": SECRET, "api-key": API_KEY}}),
+    )
+    .await
+    .unwrap();
+    apply(&plane, &push_cluster("default", "push"))
+        .await
+        .unwrap();
+    let channel = |object: &str, spec: Value| {
+        let mut full = json!({"cluster": "push", "access": "authenticated"});
+        for (k, v) in spec.as_object().unwrap() {
+            full[k] = v.clone();
+        }
+        json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+               "metadata": {"name": object, "namespace": "default"}, "spec": full})
+    };
+
+    for (spec, says) in [
+        (
+            json!({"name": "dept:{dept}", "bind": {"team": "team"}}),
+            "every key of bind must be a {parameter} of spec.name",
+        ),
+        (
+            json!({"bind": {"dept": "dept"}}),
+            "every key of bind must be a {parameter} of spec.name",
+        ),
+        (
+            json!({"name": "dept:{dept}:{team}", "autoSubscribe": true,
+                   "bind": {"dept": "dept"}}),
+            "autoSubscribe on a pattern needs every {parameter} bound",
+        ),
+        (json!({"name": "{dept}:x"}), "spec.name"),
+        (json!({"name": "dept:{Dept}"}), "spec.name"),
+        (
+            json!({"name": "dept:{dept}", "bind": {"dept": "x".repeat(65)}}),
+            "claim names in bind have 1-64 characters",
+        ),
+    ] {
+        let err = apply(&plane, &channel("bad", spec.clone()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{spec}: {err}");
+    }
+
+    let dept = json!({"name": "dept:{dept}", "autoSubscribe": true, "history": true,
+                      "bind": {"dept": "dept"}});
+    apply(&plane, &channel("dept", dept)).await.unwrap();
+    // Created after `dept`: the older pattern keeps its channels.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    apply(&plane, &channel("teams", json!({"name": "dept:{team}"})))
+        .await
+        .unwrap();
+    let ready = |object: &'static str| {
+        let plane = &plane;
+        async move {
+            let c = get_json(plane, &["channel", object, "-n", "default"]).await?;
+            c["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .cloned()
+        }
+    };
+    let clash = eventually("teams: Ready=False", Duration::from_secs(60), || async {
+        ready("teams").await.filter(|c| c["status"] == "False")
+    })
+    .await;
+    assert_eq!(clash["reason"], "PatternConflict", "{clash}");
+    assert!(
+        clash["message"]
+            .as_str()
+            .unwrap()
+            .contains("older pattern \"dept:{dept}\""),
+        "{clash}"
+    );
+    let served = |config: &Value| -> Option<Vec<Value>> {
+        let file: Value = serde_json::from_str(config["data"]["channels.json"].as_str()?).ok()?;
+        file["channels"].as_array().cloned()
+    };
+    let names = |channels: &[Value]| -> Vec<String> {
+        channels
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let channels = eventually(
+        "dept:{dept} in the channel file",
+        Duration::from_secs(60),
+        || async {
+            let config =
+                get_json(&plane, &["configmap", "push-node-config", "-n", "default"]).await?;
+            served(&config).filter(|c| names(c).contains(&"dept:{dept}".to_owned()))
+        },
+    )
+    .await;
+    assert!(!names(&channels).contains(&"dept:{team}".to_owned()));
+    let dept = channels
+        .iter()
+        .find(|c| c["name"] == "dept:{dept}")
+        .unwrap();
+    assert_eq!(dept["bind"], json!({"dept": "dept"}));
+    assert_eq!(ready("dept").await.unwrap()["status"], "True");
+
+    // The older pattern goes: the newer one is served and reports ready.
+    plane
+        .kubectl(["delete", "channel", "dept", "-n", "default"])
+        .await
+        .unwrap();
+    eventually("teams: Ready=True", Duration::from_secs(60), || async {
+        ready("teams").await.filter(|c| c["status"] == "True")
+    })
+    .await;
+    eventually("dept:{team} served", Duration::from_secs(60), || async {
+        let config = get_json(&plane, &["configmap", "push-node-config", "-n", "default"]).await?;
+        served(&config).filter(|c| names(c).contains(&"dept:{team}".to_owned()))
+    })
+    .await;
+}

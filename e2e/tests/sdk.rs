@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use herald_testkit::browser::{Browser, Launch};
 use herald_testkit::ingress::{Config, Ingress, Listen, Server};
-use herald_testkit::legacy_page::web_dir;
+use herald_testkit::legacy_page::{sdk_copy, sdk_dist, web_dir};
 use herald_testkit::node::{token, TestNode, API_KEY, SECRET};
 use herald_testkit::redis::RedisCluster;
 use herald_testkit::tls::TestCa;
@@ -22,18 +22,6 @@ use serde_json::{json, Value};
 const HOST: &str = "herald.test";
 /// User ids that need escaping in JSON and in URLs, and one plain one.
 const USERS: [&str; 3] = ["CORP\\alice", "o\"brien 🦀", "bob"];
-
-/// The SDK's build output (made by `clients/js/run-tests.sh`, which the README's test
-/// command runs before these stories).
-fn sdk_dist() -> Result<PathBuf> {
-    let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients/js/dist");
-    ensure!(
-        dist.join("herald.min.js").is_file(),
-        "{} has no herald.min.js: build the SDK first (clients/js/run-tests.sh)",
-        dist.display()
-    );
-    Ok(dist)
-}
 
 /// The four default channels plus a per-user `tasks` channel with acks, for the SDK's
 /// ack story.
@@ -155,12 +143,7 @@ async fn publish_until(node: Arc<TestNode>, stop: Arc<AtomicBool>, period: Durat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_pages_get_every_message_once_in_order_through_a_drain_a_kill_and_a_redis_failover(
 ) -> Result<()> {
-    // A copy: the SDK's own suite, running beside this story, rebuilds `dist/`.
-    let served = tempfile::tempdir()?;
-    std::fs::copy(
-        sdk_dist()?.join("herald.min.js"),
-        served.path().join("herald.min.js"),
-    )?;
+    let served = sdk_copy()?;
     let dist = served.path().to_path_buf();
     let mut cluster = RedisCluster::start(3, 1).await?;
     let url = cluster.url();

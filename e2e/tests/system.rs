@@ -723,3 +723,139 @@ async fn s7_an_sre_finds_one_trace_from_publish_through_redis_to_delivery_on_ano
     );
     Ok(())
 }
+
+/// Publishes `count` stock updates (`seq` 1..=count, `qty` = `seq`) on `channel`, spread
+/// evenly over `over` in batches of 50 (as a backend's publisher batches a burst);
+/// returns when every one was accepted.
+async fn stock_burst(stack: &Stack, channel: &str, count: u64, over: Duration) -> Result<()> {
+    const BATCH: u64 = 50;
+    let batches = count.div_ceil(BATCH);
+    let started = Instant::now();
+    for b in 0..batches {
+        let batch: Vec<Value> = (b * BATCH + 1..=((b + 1) * BATCH).min(count))
+            .map(|seq| {
+                json!({"channel": channel, "type": "stock_update",
+                       "data": {"sku": "A-1", "qty": seq, "seq": seq}})
+            })
+            .collect();
+        let answer = stack.publish(&Value::Array(batch)).await?;
+        let results = answer["results"].as_array().context("batch results")?;
+        ensure!(
+            results.iter().all(|r| r.get("error").is_none()),
+            "a refused update: {answer}"
+        );
+        tokio::time::sleep_until((started + over * (b as u32 + 1) / batches as u32).into()).await;
+    }
+    Ok(())
+}
+
+/// The `seq` of every update the dashboard in `tab` got on `channel`, in arrival order.
+async fn dash_frames(tab: &herald_testkit::browser::Tab, channel: &str) -> Result<Vec<u64>> {
+    let got = tab
+        .evaluate(&format!(
+            "window.dashReceived.filter(m => m.channel === {}).map(m => m.data.seq)",
+            json!(channel)
+        ))
+        .await?;
+    Ok(got
+        .as_array()
+        .context("an array")?
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s8_department_dashboards_in_chromium_get_only_their_departments_stock() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    // The dashboard is built on the SDK, which the stack serves once it is built.
+    herald_testkit::legacy_page::sdk_dist()?;
+    let departments = json!({"name": "dept:{dept}", "access": "authenticated",
+                             "bind": {"dept": "dept"}, "autoSubscribe": true,
+                             "allowedTypes": ["stock_update"], "history": true});
+    let stack = Stack::start(StackOptions {
+        channels: vec![departments],
+        ..StackOptions::default()
+    })
+    .await?;
+    let browser = Browser::launch(&Launch::ingress(HOST, stack.ca.cert_pem())).await?;
+    let page = stack.ingress.https_url(HOST, "/app/dashboard.html");
+    let mut tabs = Vec::new();
+    for (user, dept) in [
+        ("CORP\\alice", json!(5)),
+        ("o\"brien 🦀", json!("7")),
+        ("manager", json!([5, 7])),
+    ] {
+        let token = token_with(json!({"user_id": user, "dept": dept,
+                                      "exp": herald_testkit::node::now() + 3600}));
+        let tab = browser.new_tab().await?;
+        tab.navigate(&format!("{page}?token={token}")).await?;
+        tab.wait_for(
+            &format!("{user}'s dashboard to connect"),
+            "window.dashEvents.some(e => e[0] === 'connected')",
+            PAGE_WAIT,
+        )
+        .await?;
+        tabs.push(tab);
+    }
+
+    // The backend's burst: 1,000 updates for department 5 in about a second, and a
+    // few for department 7 meanwhile.
+    let started = Instant::now();
+    let (five, seven) = tokio::join!(
+        stock_burst(&stack, "dept:5", 1000, Duration::from_secs(1)),
+        stock_burst(&stack, "dept:7", 20, Duration::from_secs(1)),
+    );
+    five?;
+    seven?;
+    let took = started.elapsed();
+
+    let (alice, obrien, manager) = (&tabs[0], &tabs[1], &tabs[2]);
+    for (tab, want) in [(alice, 1000), (obrien, 20), (manager, 1020)] {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        eprintln!(
+            "DEBUG {} {}",
+            tab.evaluate("window.dashReceived.length").await?,
+            tab.evaluate("JSON.stringify(window.dashEvents)").await?
+        );
+        tab.wait_for(
+            &format!("{want} updates"),
+            &format!("window.dashReceived.length >= {want}"),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut alice_five = dash_frames(alice, "dept:5").await?;
+    alice_five.sort_unstable();
+    assert_eq!(alice_five, (1..=1000).collect::<Vec<_>>());
+    assert!(
+        dash_frames(alice, "dept:7").await?.is_empty(),
+        "no other department"
+    );
+    let mut obrien_seven = dash_frames(obrien, "dept:7").await?;
+    obrien_seven.sort_unstable();
+    assert_eq!(obrien_seven, (1..=20).collect::<Vec<_>>());
+    assert!(
+        dash_frames(obrien, "dept:5").await?.is_empty(),
+        "no other department"
+    );
+    assert_eq!(dash_frames(manager, "dept:5").await?.len(), 1000);
+    assert_eq!(dash_frames(manager, "dept:7").await?.len(), 20);
+    let shown = alice
+        .evaluate(
+            "[...document.querySelectorAll('#stock tbody tr')].map(r => r.cells[0].textContent)",
+        )
+        .await?;
+    assert_eq!(shown, json!(["dept:5"]));
+    summary(
+        "8 department dashboards",
+        &format!(
+            "1,000 + 20 updates published in {took:.1?}: each dashboard got only its department's"
+        ),
+    );
+    for tab in tabs {
+        tab.close().await?;
+    }
+    Ok(())
+}

@@ -80,6 +80,16 @@ pub enum PublishError {
     /// A user id is neither a string nor an integer.
     #[error("\"users\" must contain user ids as strings or integers, found {0}")]
     InvalidUser(String),
+    /// `data` does not match the schema the channel declares for the type.
+    #[error("\"data\" does not match the schema of type {kind:?} at {path:?}: {reason}")]
+    SchemaViolation {
+        /// The message type.
+        kind: String,
+        /// The failing instance path (a JSON pointer; empty for `data` itself).
+        path: String,
+        /// Why it fails.
+        reason: String,
+    },
     /// Over the channel's publish rate limit.
     #[error("channel {0:?} is over its publish rate limit")]
     RateLimited(String),
@@ -108,6 +118,9 @@ impl PublishError {
             PublishError::UsersRequired(_) => (StatusCode::UNPROCESSABLE_ENTITY, "users_required"),
             PublishError::InvalidUser(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user"),
             PublishError::InvalidTags(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags"),
+            PublishError::SchemaViolation { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "schema_violation")
+            }
             PublishError::TooManyUsers(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_users"),
             PublishError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             PublishError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable"),
@@ -126,9 +139,20 @@ impl PublishError {
         }
     }
 
+    /// The `error` object of an answer: code, message, and what a schema violation
+    /// adds (the failing instance path and the reason).
+    fn error_body(&self) -> Value {
+        let mut error = json!({"code": self.status_and_code().1, "message": self.to_string()});
+        if let PublishError::SchemaViolation { path, reason, .. } = self {
+            error["instance_path"] = json!(path);
+            error["reason"] = json!(reason);
+        }
+        error
+    }
+
+    /// A batch item's result.
     fn to_json(&self) -> Value {
-        let (status, code) = self.status_and_code();
-        json!({"status": status.as_u16(), "error": {"code": code, "message": self.to_string()}})
+        json!({"status": self.status_and_code().0.as_u16(), "error": self.error_body()})
     }
 }
 
@@ -258,10 +282,7 @@ pub async fn publish(
     };
     match result {
         Ok(published) => json_response(StatusCode::OK, &published),
-        Err(e) => {
-            let (status, code) = e.status_and_code();
-            error_response(status, code, &e.to_string())
-        }
+        Err(e) => json_response(e.status_and_code().0, &json!({"error": e.error_body()})),
     }
 }
 
@@ -295,9 +316,10 @@ async fn publish_one(
         idempotency::validate(key)?;
     }
     let channels = node.channels.snapshot();
-    let (channel, config) = channels
+    let resolved = channels
         .get(&request.channel)
         .ok_or_else(|| PublishError::UnknownChannel(request.channel.clone()))?;
+    let (channel, config) = (&resolved.name, resolved.config);
     if !config.allows_type(&request.kind) {
         return Err(PublishError::TypeNotAllowed {
             channel: request.channel,
@@ -311,6 +333,9 @@ async fn publish_one(
     )?;
     if config.is_per_user() && users.as_ref().is_none_or(Vec::is_empty) {
         return Err(PublishError::UsersRequired(request.channel));
+    }
+    if let Some(schema) = resolved.schema(&request.kind) {
+        check_schema(schema, &request)?;
     }
     let claimed = match &key {
         None => None,
@@ -369,7 +394,7 @@ async fn publish_claimed(
     users: Option<Vec<crate::UserId>>,
     tags: Tags,
 ) -> Result<Published, PublishError> {
-    if !node.allow_publish(channel, config.publish_rate) {
+    if !node.allow_publish(&config.name, config.publish_rate) {
         return Err(PublishError::RateLimited(request.channel));
     }
     let id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
@@ -402,17 +427,19 @@ async fn publish_claimed(
                 target,
                 ..template.clone()
             };
-            let stored = node
+            let accepted = node
                 .broker
                 .publish(message, config)
                 .await
                 .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-            if let Some(offset) = &stored.offset {
+            if let Some(offset) = &accepted.message.offset {
                 offsets.push(offset.to_string());
             }
-            delivered += node.hub.deliver(&stored);
+            delivered += accepted.delivered_locally;
         }
-        node.metrics.published(channel);
+        // Labelled by the channel's rule (the pattern for a pattern's channel), so
+        // concrete channels cannot grow the metric without bound.
+        node.metrics.published(&config.name);
         tracing::debug!(delivered, "published");
         Ok(Published {
             id: id.to_string(),
@@ -519,6 +546,24 @@ fn parse_users(raw: &RawValue, max: usize) -> Result<Vec<crate::UserId>, Publish
         .collect()
 }
 
+/// Validates `data` against its type's schema. The data was parsed as raw JSON
+/// (bounded in size and depth already); validating needs it as a value.
+fn check_schema(
+    schema: &herald_contract::schemas::Validator,
+    request: &PublishRequest<'_>,
+) -> Result<(), PublishError> {
+    let data: Value = serde_json::from_str(request.data.get())
+        .map_err(|e| PublishError::BadRequest(format!("\"data\" is not valid JSON: {e}")))?;
+    match herald_contract::schemas::violation(schema, &data) {
+        None => Ok(()),
+        Some((path, reason)) => Err(PublishError::SchemaViolation {
+            kind: request.kind.clone(),
+            path,
+            reason,
+        }),
+    }
+}
+
 /// `GET /api/v1/channels`: the channels in force.
 pub fn list_channels(node: &Node) -> Response<Body> {
     let snapshot = node.channels.snapshot();
@@ -584,16 +629,23 @@ pub async fn list_sessions(node: &Node, params: &Query) -> Response<Body> {
 pub async fn list_messages(node: &Node, params: &Query) -> Response<Body> {
     let user = params.get("user").map(crate::UserId::from);
     let snapshot = node.channels.snapshot();
-    let mut channels: Vec<_> = snapshot
-        .iter()
-        .filter(|(name, config)| {
-            config.history
-                && params.get("channel").is_none_or(|c| c == &***name)
-                && (!config.is_per_user() || user.is_some())
-        })
-        .collect();
+    // Without `?channel=`, every plain channel with history; a pattern's channels
+    // are listed one at a time (`?channel=dept:5`).
+    let mut channels: Vec<(ChannelName, &Arc<ChannelConfig>)> = match params.get("channel") {
+        None => snapshot
+            .iter()
+            .filter(|(_, config)| !config.is_pattern())
+            .map(|(name, config)| (name.clone(), config))
+            .collect(),
+        Some(wanted) => snapshot
+            .get(wanted)
+            .map(|r| (r.name, r.config))
+            .into_iter()
+            .collect(),
+    };
+    channels.retain(|(_, config)| config.history && (!config.is_per_user() || user.is_some()));
     if let Some(wanted) = params.get("channel") {
-        match snapshot.get(wanted) {
+        match snapshot.get(wanted).map(|r| r.config) {
             None => {
                 return error_response(
                     StatusCode::NOT_FOUND,
@@ -601,7 +653,7 @@ pub async fn list_messages(node: &Node, params: &Query) -> Response<Body> {
                     &format!("unknown channel {wanted:?}"),
                 )
             }
-            Some((_, config)) if config.is_per_user() && user.is_none() => {
+            Some(config) if config.is_per_user() && user.is_none() => {
                 return error_response(
                     StatusCode::BAD_REQUEST,
                     "user_required",
@@ -611,10 +663,10 @@ pub async fn list_messages(node: &Node, params: &Query) -> Response<Body> {
             _ => {}
         }
     }
-    channels.sort_by(|a, b| a.0.cmp(b.0));
+    channels.sort_by(|a, b| a.0.cmp(&b.0));
     let mut messages: Vec<(Offset, Value)> = Vec::new();
     for (name, config) in channels {
-        let topic = Topic::for_channel(name, config.is_per_user(), user.as_ref());
+        let topic = Topic::for_channel(&name, config.is_per_user(), user.as_ref());
         let replay = match node.broker.history(&topic, config, None).await {
             Ok(replay) => replay,
             Err(e) => {

@@ -6,12 +6,14 @@
 //! User ids are read as strings whatever their JSON type, so `42` and `"42"` name the
 //! same user everywhere.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use crate::claims::Claims;
 use crate::UserId;
 
 /// An authenticated (or, where allowed, anonymous) connection's identity.
@@ -21,6 +23,8 @@ pub struct Identity {
     pub user: Option<UserId>,
     /// Roles from the configured role claim.
     pub roles: Vec<String>,
+    /// Claims that parameterized channels bind to.
+    pub claims: Claims,
 }
 
 impl Identity {
@@ -29,6 +33,7 @@ impl Identity {
         Self {
             user: None,
             roles: Vec::new(),
+            claims: Claims::default(),
         }
     }
 
@@ -189,8 +194,19 @@ impl Authenticator {
         })
     }
 
-    /// Verifies `token` and returns the identity it carries.
+    /// Verifies `token` and returns the identity it carries, keeping none of its
+    /// other claims.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_keeping(token, &BTreeSet::new())
+    }
+
+    /// Verifies `token` and returns the identity it carries, keeping the `bound`
+    /// claims (those channel bindings name) for later subscriptions.
+    pub fn verify_keeping(
+        &self,
+        token: &str,
+        bound: &BTreeSet<String>,
+    ) -> Result<Identity, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         let family = header.alg.family();
@@ -199,7 +215,7 @@ impl Authenticator {
             let mut validation = self.inner.validation.clone();
             validation.algorithms = vec![header.alg];
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
-                Ok(data) => return self.identity(&data.claims),
+                Ok(data) => return self.identity(&data.claims, bound),
                 Err(e) => last_error = map_error(e.kind()),
             }
             // A bad signature may still verify under the next key of the same family.
@@ -210,7 +226,11 @@ impl Authenticator {
         Err(last_error)
     }
 
-    fn identity(&self, claims: &Map<String, Value>) -> Result<Identity, AuthError> {
+    fn identity(
+        &self,
+        claims: &Map<String, Value>,
+        bound: &BTreeSet<String>,
+    ) -> Result<Identity, AuthError> {
         let user = claim_as_id(claims.get(&self.inner.user_claim))
             .or_else(|| claim_as_id(claims.get("sub")))
             .ok_or_else(|| AuthError::NoUser(self.inner.user_claim.clone()))?;
@@ -229,6 +249,7 @@ impl Authenticator {
         Ok(Identity {
             user: Some(user),
             roles,
+            claims: Claims::from_token(claims, bound),
         })
     }
 }

@@ -142,11 +142,18 @@ impl Membership {
     /// upgrade completes: once a client sees the socket open, it receives pushes.
     pub async fn join_auto_channels(&mut self, identity: &Identity) -> Result<(), BrokerError> {
         let channels = self.node.channels.snapshot();
-        for (name, config) in channels.iter() {
-            if config.auto_subscribe && config.admits(identity).is_ok() {
-                self.subscribe(name, topic_for(name, config, identity))
-                    .await?;
-            }
+        let plain = channels
+            .iter()
+            .filter(|(_, config)| config.auto_subscribe && !config.is_pattern())
+            .filter(|(_, config)| config.admits(identity).is_ok())
+            .map(|(name, config)| (name.clone(), config));
+        let patterned = channels
+            .auto_channels(identity)
+            .into_iter()
+            .map(|r| (r.name, r.config));
+        for (name, config) in plain.chain(patterned).collect::<Vec<_>>() {
+            self.subscribe(&name, topic_for(&name, config, identity))
+                .await?;
         }
         Ok(())
     }

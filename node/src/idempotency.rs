@@ -209,7 +209,6 @@ mod tests {
 
     use super::*;
     use crate::arbitrary::text;
-    use crate::broker::memory::MemoryBroker;
 
     /// The fingerprint of an untagged request.
     fn fingerprint(channel: &str, kind: &str, users: Option<&[UserId]>, data: &str) -> String {
@@ -319,7 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeat_answers_the_first_outcome_and_a_different_request_is_refused() {
-        let broker = MemoryBroker::new();
+        let broker = crate::testing::memory_broker();
         let key = "order-42 \"CORP\\alice\" 🦀";
         let fp = fingerprint("orders", "order_update", None, "{}");
         assert_eq!(
@@ -351,7 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_released_claim_lets_a_retry_publish() {
-        let broker = MemoryBroker::new();
+        let broker = crate::testing::memory_broker();
         let fp = fingerprint("orders", "t", None, "{}");
         assert_eq!(
             claim(&broker, "orders", "k", &fp, WINDOW).await.unwrap(),
@@ -366,7 +365,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_repeat_waits_for_a_publish_in_flight_then_gives_up() {
-        let broker = Arc::new(MemoryBroker::new());
+        let broker = Arc::new(crate::testing::memory_broker());
         let fp = fingerprint("orders", "t", None, "{}");
         assert_eq!(
             claim(&*broker, "orders", "k", &fp, WINDOW).await.unwrap(),

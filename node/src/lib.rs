@@ -27,6 +27,7 @@ pub mod background;
 pub mod broker;
 pub mod capped;
 pub mod channels;
+pub mod claims;
 pub mod config;
 pub mod connection;
 pub mod dev;

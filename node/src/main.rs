@@ -84,7 +84,7 @@ async fn run(
         .unwrap_or_else(|| addr.to_string());
     let background = Background::new();
     let (broker, presence): (Arc<dyn Broker>, Option<Arc<Presence>>) = match &args.redis_url {
-        None => (Arc::new(MemoryBroker::new()), None),
+        None => (Arc::new(MemoryBroker::new(hub.clone())), None),
         Some(url) => {
             let settings = RedisSettings {
                 url: url.clone(),

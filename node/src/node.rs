@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthError, Authenticator, Identity};
 use crate::broker::Broker;
 use crate::channels::{RateLimit, Registry};
 use crate::config::Args;
@@ -181,14 +181,22 @@ impl Node {
             .flatten()
     }
 
+    /// Verifies a client's token, keeping the claims channel bindings name.
+    pub fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
+        self.auth
+            .verify_keeping(token, self.channels.snapshot().bound_claims())
+    }
+
     /// Takes one publish token for `channel`; false when over its rate limit.
-    pub fn allow_publish(&self, channel: &ChannelName, limit: Option<RateLimit>) -> bool {
+    /// A pattern's limit covers all its channels together, so the buckets stay as
+    /// many as the channel file has entries.
+    pub fn allow_publish(&self, channel: &str, limit: Option<RateLimit>) -> bool {
         let Some(limit) = limit else {
             return true;
         };
         let mut limits = self.publish_limits.lock();
         let entry = limits
-            .entry(channel.clone())
+            .entry(ChannelName::from(channel))
             .or_insert_with(|| (limit, TokenBucket::new(limit.per_second, limit.burst)));
         if entry.0 != limit {
             // The channel's limit was changed live: start a bucket with the new figures.

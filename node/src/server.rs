@@ -328,7 +328,7 @@ fn credentials(req: &Request<Incoming>) -> Credentials {
 
 fn authenticate(node: &Node, token: Option<&str>) -> Result<Identity, AuthError> {
     match token {
-        Some(token) => node.auth.verify(token),
+        Some(token) => node.verify_token(token),
         None if node.config.allow_anonymous => Ok(Identity::anonymous()),
         None => Err(AuthError::Missing),
     }

@@ -10,8 +10,23 @@ use crate::broker::memory::MemoryBroker;
 use crate::channels::{ChannelConfig, ChannelSet, Registry};
 use crate::config::Args;
 use crate::hub::Hub;
+use crate::message::{DeliverySink, Message};
 use crate::metrics::Metrics;
 use crate::node::{Node, Parts};
+
+/// A delivery sink with no connections, for brokers tested without a hub.
+pub struct NoConnections;
+
+impl DeliverySink for NoConnections {
+    fn deliver(&self, _message: &Message) -> usize {
+        0
+    }
+}
+
+/// A memory broker without a hub.
+pub fn memory_broker() -> MemoryBroker {
+    MemoryBroker::new(Arc::new(NoConnections))
+}
 
 /// A node on the memory broker, with the broker kept at hand for inspection.
 pub struct TestNode {
@@ -48,7 +63,7 @@ impl TestNode {
             args.outbound_queue,
             args.max_connections_per_user,
         ));
-        let broker = Arc::new(MemoryBroker::new());
+        let broker = Arc::new(MemoryBroker::new(hub.clone()));
         let node = Node::new(Parts {
             auth: Authenticator::new(&secrets.auth).expect("test key"),
             api_key: secrets.api_key,
@@ -73,6 +88,7 @@ impl TestNode {
         Identity {
             user: Some(id.into()),
             roles: Vec::new(),
+            claims: Default::default(),
         }
     }
 }

@@ -9,6 +9,8 @@
 // mistakes for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -460,15 +462,25 @@ impl From<Access> for herald_contract::Access {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.access != 'roles' || size(self.roles) > 0").message("access 'roles' needs at least one role"))]
 #[x_kube(validation = Rule::new("!self.ackRequired || self.history").message("ackRequired needs history"))]
+#[x_kube(validation = Rule::new("!has(self.bind) || size(self.bind) == 0 || (has(self.name) && self.bind.all(p, self.name.contains('{' + p + '}')))").message("every key of bind must be a {parameter} of spec.name"))]
+#[x_kube(validation = Rule::new("!self.autoSubscribe || !has(self.name) || self.name.findAll('[{][a-z][a-z0-9_]*[}]').all(p, has(self.bind) && p.substring(1, size(p) - 1) in self.bind)").message("autoSubscribe on a pattern needs every {parameter} bound to a claim in bind"))]
 pub struct ChannelSpec {
     /// Name of the PushCluster (same namespace) serving this channel.
     #[schemars(length(min = 1, max = 253))]
     pub cluster: String,
     /// Channel name clients subscribe to; defaults to metadata.name. May use names
-    /// Kubernetes forbids, such as underscores.
+    /// Kubernetes forbids, such as underscores, or be a pattern such as `dept:{dept}`
+    /// whose concrete channels (`dept:5`) exist on demand with these settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = herald_contract::channel_name::PATTERN))]
+    #[schemars(regex(pattern = herald_contract::channel_pattern::NAME_OR_PATTERN), length(min = 1, max = 128))]
     pub name: Option<String>,
+    /// For a pattern: parameter → token claim. A user may subscribe to a concrete
+    /// channel only when each bound parameter equals the claim's value (or one of
+    /// them, for an array claim); autoSubscribe joins the user's own channels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 4))]
+    #[x_kube(validation = Rule::new("self.all(p, size(self[p]) >= 1 && size(self[p]) <= 64)").message("claim names in bind have 1-64 characters"))]
+    pub bind: BTreeMap<String, String>,
     /// Who may subscribe and who receives messages.
     pub access: Access,
     /// Roles admitted when access is `roles`.

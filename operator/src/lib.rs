@@ -5,7 +5,8 @@
 //! apply ([`controller`]) → status. `ARCHITECTURE.md` walks the path.
 //!
 //! - [`crd`]: the `PushCluster` and `Channel` resources; [`crdgen`] renders them.
-//! - [`resources`]: desired objects as pure functions of the resources.
+//! - [`resources`]: desired objects as pure functions of the resources;
+//!   [`patterns`]: which pattern Channels a channel file can hold.
 //! - [`controller`]: the two reconcilers, their stores and watch triggers.
 //! - [`stats`] (heartbeats and broker health from Redis), [`scaling`] (replicas and
 //!   pod-deletion costs), [`secrets`] (referenced Secrets, read with clear errors).
@@ -17,6 +18,7 @@ pub mod crdgen;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod patterns;
 pub mod resources;
 pub mod scaling;
 pub mod secrets;

@@ -26,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{Channel, PushCluster, SecretKey};
+use crate::patterns;
 
 /// Port the node listens on inside the pod.
 pub const NODE_PORT: i32 = 8080;
@@ -174,8 +175,10 @@ pub fn redis_url(addresses: &[String]) -> String {
 }
 
 /// The channel file for `cluster`: legacy defaults (when enabled) overridden by the
-/// cluster's `Channel`s, sorted by name.
+/// cluster's `Channel`s, sorted by name; patterns nodes would refuse are left out
+/// (see [`patterns::conflicts`]).
 pub fn channel_file(cluster: &PushCluster, channels: &[Channel]) -> ChannelFile {
+    let refused = patterns::conflicts(cluster, channels);
     let defaults = &cluster.spec.channel_defaults;
     let mut by_name: BTreeMap<String, ChannelConfig> = BTreeMap::new();
     if cluster.spec.default_channels {
@@ -191,6 +194,9 @@ pub fn channel_file(cluster: &PushCluster, channels: &[Channel]) -> ChannelFile 
     for channel in channels {
         let spec = &channel.spec;
         let name = channel.channel_name();
+        if refused.contains_key(&name) {
+            continue;
+        }
         let entry = ChannelConfig {
             name: name.clone(),
             access: spec.access.into(),
@@ -205,6 +211,7 @@ pub fn channel_file(cluster: &PushCluster, channels: &[Channel]) -> ChannelFile 
                 per_second: rate.per_second,
                 burst: rate.burst,
             }),
+            bind: spec.bind.clone(),
         };
         by_name.insert(name, entry);
     }
@@ -564,8 +571,16 @@ mod tests {
     #[test]
     fn the_crd_refuses_the_channel_names_nodes_refuse() {
         let crd = serde_json::to_string(&<Channel as kube::CustomResourceExt>::crd()).unwrap();
-        let pattern = serde_json::to_string(herald_contract::channel_name::PATTERN).unwrap();
+        let pattern =
+            serde_json::to_string(herald_contract::channel_pattern::NAME_OR_PATTERN).unwrap();
         assert!(crd.contains(&format!("\"pattern\":{pattern}")), "{crd}");
+        let max = herald_contract::channel_name::MAX_LEN;
+        assert!(
+            crd.contains(&format!(
+                "\"maxLength\":{max},\"minLength\":1,\"nullable\":true,\"pattern\":{pattern}"
+            )),
+            "{crd}"
+        );
     }
 
     #[test]

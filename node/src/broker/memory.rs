@@ -1,18 +1,20 @@
 //! The embedded broker: one node, no external services.
 //!
-//! With a single node there is nobody to forward messages to, so publishing only
-//! stores the message (for channels with history) and gives it an offset; the publish
-//! API then fans it out through the local hub. History, recovery and cursors behave
-//! as they do on Redis, so `herald-node --dev` shows the whole protocol.
+//! With a single node there is nobody to forward messages to, so publishing stores
+//! the message (for channels with history), gives it an offset and hands it to the
+//! local hub, under the lock that orders the offsets: concurrent publishes to one
+//! channel reach connections in offset order. History, recovery and cursors behave as
+//! they do on Redis, so `herald-node --dev` shows the whole protocol.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{BoxFuture, Broker, BrokerError, Health, Replay};
+use super::{Accepted, BoxFuture, Broker, BrokerError, Health, Replay};
 use crate::channels::ChannelConfig;
-use crate::message::{unix_micros, Message, Offset, Topic};
+use crate::message::{unix_micros, DeliverySink, Message, Offset, Topic};
 
 #[derive(Debug, Default)]
 struct Stream {
@@ -48,8 +50,8 @@ impl Stream {
 }
 
 /// In-process broker for a single node.
-#[derive(Debug, Default)]
 pub struct MemoryBroker {
+    sink: Arc<dyn DeliverySink>,
     interest: Mutex<HashMap<Topic, usize>>,
     streams: Mutex<HashMap<Topic, Stream>>,
     cursors: Mutex<HashMap<(Topic, String), (Offset, Instant)>>,
@@ -90,10 +92,22 @@ impl KeyRecords {
     }
 }
 
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker").finish_non_exhaustive()
+    }
+}
+
 impl MemoryBroker {
-    /// A new, empty broker.
-    pub fn new() -> Self {
-        Self::default()
+    /// A new, empty broker delivering to `sink` (the node's hub).
+    pub fn new(sink: Arc<dyn DeliverySink>) -> Self {
+        Self {
+            sink,
+            interest: Mutex::default(),
+            streams: Mutex::default(),
+            cursors: Mutex::default(),
+            idempotency: Mutex::default(),
+        }
     }
 
     /// How many local references `topic` holds (for tests and admin views).
@@ -111,8 +125,9 @@ impl Broker for MemoryBroker {
         &'a self,
         mut message: Message,
         channel: &'a ChannelConfig,
-    ) -> BoxFuture<'a, Result<Message, BrokerError>> {
-        if channel.history {
+    ) -> BoxFuture<'a, Result<Accepted, BrokerError>> {
+        let delivered_locally = if channel.history {
+            // Delivered under the lock that hands out offsets: in offset order.
             let mut streams = self.streams.lock();
             let stream = streams.entry(Topic::of(&message, channel)).or_default();
             let offset = stream.next_offset();
@@ -121,8 +136,16 @@ impl Broker for MemoryBroker {
                 .entries
                 .push_back((offset, message.clone(), Instant::now()));
             stream.trim(channel.capacity as usize, channel.expiry());
-        }
-        Box::pin(async move { Ok(message) })
+            self.sink.deliver(&message)
+        } else {
+            self.sink.deliver(&message)
+        };
+        Box::pin(async move {
+            Ok(Accepted {
+                message,
+                delivered_locally,
+            })
+        })
     }
 
     fn subscribe(&self, topic: Topic) -> BoxFuture<'_, Result<(), BrokerError>> {
@@ -296,9 +319,49 @@ mod tests {
         }
     }
 
+    /// Records the offsets it is handed, in order.
+    #[derive(Default)]
+    struct Recorder(parking_lot::Mutex<Vec<Offset>>);
+
+    impl DeliverySink for Recorder {
+        fn deliver(&self, message: &Message) -> usize {
+            self.0.lock().extend(message.offset);
+            1
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_publishes_reach_the_hub_in_offset_order() {
+        let recorder = Arc::new(Recorder::default());
+        let broker = Arc::new(MemoryBroker::new(recorder.clone()));
+        let config = Arc::new(ChannelConfig {
+            access: Access::Authenticated,
+            ..channel(10_000)
+        });
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let (broker, config) = (broker.clone(), config.clone());
+                tokio::spawn(async move {
+                    for n in 0..500 {
+                        let mut m = message("a", t * 1000 + n);
+                        m.target = Target::All;
+                        let accepted = broker.publish(m, &config).await.unwrap();
+                        assert_eq!(accepted.delivered_locally, 1);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let seen = recorder.0.lock();
+        assert_eq!(seen.len(), 2000);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "out of offset order");
+    }
+
     #[tokio::test]
     async fn interest_is_reference_counted() {
-        let broker = MemoryBroker::new();
+        let broker = crate::testing::memory_broker();
         let topic = Topic {
             channel: "alerts".into(),
             user: None,
@@ -316,12 +379,12 @@ mod tests {
 
     #[tokio::test]
     async fn history_replays_after_an_offset_and_reports_gaps() {
-        let broker = MemoryBroker::new();
+        let broker = crate::testing::memory_broker();
         let config = channel(3);
         let mut offsets = Vec::new();
         for n in 0..5 {
             let stored = broker.publish(message("a", n), &config).await.unwrap();
-            offsets.push(stored.offset.unwrap());
+            offsets.push(stored.message.offset.unwrap());
         }
         // Capacity 3 kept messages 2, 3, 4.
         let replay = broker
@@ -344,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn cursors_only_move_forward() {
-        let broker = MemoryBroker::new();
+        let broker = crate::testing::memory_broker();
         let config = channel(10);
         broker
             .store_cursor(&topic("a"), "a", Offset { ms: 10, seq: 0 }, &config)

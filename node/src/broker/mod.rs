@@ -1,9 +1,12 @@
 //! Brokers carry published messages between nodes.
 //!
 //! The publish API hands every accepted message to the broker, which stores it where
-//! the channel keeps history and spreads it to the other nodes; each node's hub then
-//! fans it out to local connections. The embedded [`memory`] broker serves a single
-//! node with no set-up; a Redis Cluster broker implements the same trait for many.
+//! the channel keeps history and spreads it to every node, this one included; each
+//! node's hub then fans it out to local connections. Local delivery goes through the
+//! broker too, so that every node delivers a channel's messages in one order, the
+//! order of their offsets: a client that resumes after the last offset it saw misses
+//! nothing. The embedded [`memory`] broker serves a single node with no set-up; a Redis
+//! Cluster broker implements the same trait for many.
 
 pub mod memory;
 pub mod redis;
@@ -26,6 +29,15 @@ pub struct Replay {
     pub messages: Vec<Message>,
     /// Whether nothing after the requested offset was trimmed away.
     pub recovered: bool,
+}
+
+/// A message the broker accepted.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The message, with its offset when the channel keeps history.
+    pub message: Message,
+    /// Local connections it was queued to by the time the publish resolved.
+    pub delivered_locally: usize,
 }
 
 /// Broker failures, surfaced to publishers as 503.
@@ -51,12 +63,13 @@ pub trait Broker: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Stores `message` (when the channel keeps history) and makes it reach every
-    /// other node. Resolves once the message is accepted; returns it with its offset.
+    /// node, this one's hub included, in offset order. Resolves once the message is
+    /// accepted.
     fn publish<'a>(
         &'a self,
         message: Message,
         channel: &'a ChannelConfig,
-    ) -> BoxFuture<'a, Result<Message, BrokerError>>;
+    ) -> BoxFuture<'a, Result<Accepted, BrokerError>>;
 
     /// Declares that a local connection needs `topic`. Reference-counted.
     fn subscribe(&self, topic: Topic) -> BoxFuture<'_, Result<(), BrokerError>>;

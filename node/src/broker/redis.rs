@@ -19,9 +19,10 @@ use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand};
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::{wire, BoxFuture, Broker, BrokerError, Health, Replay};
+use super::{wire, Accepted, BoxFuture, Broker, BrokerError, Health, Replay};
 use crate::channels::{ChannelConfig, Registry};
 use crate::message::{unix_micros, DeliverySink, Message, Offset, Topic};
 use crate::metrics::{DecodeSource, DropReason, Metrics};
@@ -102,12 +103,17 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 ";
 
+/// How long a publish waits for its message to come back from pub/sub to answer how
+/// many local connections it reached. Past it the answer says 0; the message still
+/// arrives (late, or through gap recovery).
+const RETURN_WAIT: Duration = Duration::from_secs(1);
+
 /// Settings for [`RedisBroker::connect`].
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     /// `redis://host:port` or `redis-cluster://host:port?node=host:port&...`.
     pub url: String,
-    /// This node's id, to skip its own messages coming back.
+    /// This node's id, written into its messages (their origin).
     pub node_id: String,
     /// Replicas a history write must reach before a publish is acknowledged.
     pub min_replicas: u32,
@@ -141,6 +147,9 @@ fn cursor_key(topic: &Topic, user: &str) -> String {
     keys(topic).cursor(user)
 }
 
+/// A publish of this node on its way back: (message id, shard channel).
+type Returning = (Arc<str>, String);
+
 /// Multi-node broker on Redis or Redis Cluster.
 pub struct RedisBroker {
     inner: Arc<Inner>,
@@ -150,8 +159,13 @@ struct Inner {
     node_id: String,
     client: Client,
     subscriber: SubscriberClient,
-    /// Where messages from other nodes go (the hub).
+    /// Where messages go (the hub): this node's own too, as they come back from
+    /// pub/sub, so that a channel's messages reach it in the order Redis published
+    /// them, whichever node they came from.
     sink: Arc<dyn DeliverySink>,
+    /// Publishes of this node waiting for their message to come back and be
+    /// delivered: (message id, shard channel) → how many connections it reached.
+    returning: Mutex<HashMap<Returning, oneshot::Sender<usize>>>,
     channels: Arc<Registry>,
     metrics: Arc<Metrics>,
     min_replicas: u32,
@@ -220,6 +234,7 @@ impl RedisBroker {
             history: Script::from_lua(format!("{ID_LUA}{HISTORY_LUA}")),
             cursor: Script::from_lua(format!("{ID_LUA}{CURSOR_LUA}")),
             interest: tokio::sync::Mutex::default(),
+            returning: Mutex::default(),
             seen: Mutex::default(),
             healthy: AtomicBool::new(true),
             detail: Mutex::new("connected".into()),
@@ -251,7 +266,7 @@ impl Inner {
         *self.detail.lock() = detail;
     }
 
-    /// Delivers one pub/sub message unless it is a duplicate or our own.
+    /// Delivers one pub/sub message unless it is a duplicate.
     fn on_message(&self, channel: &str, payload: &str) {
         let (offset, json) = match wire::split_payload(payload) {
             Ok(split) => split,
@@ -266,11 +281,23 @@ impl Inner {
             *last = offset;
         }
         match wire::decode(json, offset) {
-            Ok((_, origin)) if origin == self.node_id => {}
-            Ok((message, _)) => {
-                self.sink.deliver(&message);
-            }
+            Ok((message, origin)) => self.deliver(channel, &message, &origin),
             Err(e) => self.undecodable(DecodeSource::Pubsub, channel, offset, &e),
+        }
+    }
+
+    /// Hands a message to the hub; tells this node's publish of it, if one waits.
+    fn deliver(&self, shard_channel: &str, message: &Message, origin: &str) {
+        let reached = self.sink.deliver(message);
+        if origin == self.node_id {
+            let waiting = self
+                .returning
+                .lock()
+                .remove(&(message.id.clone(), shard_channel.to_owned()));
+            if let Some(waiting) = waiting {
+                // The publish may have given up waiting: nothing to tell then.
+                let _ = waiting.send(reached);
+            }
         }
     }
 
@@ -354,7 +381,7 @@ impl Inner {
         let topics: Vec<Topic> = self.interest.lock().await.keys().cloned().collect();
         let channels = self.channels.snapshot();
         for topic in topics {
-            let Some((_, config)) = channels.get(&topic.channel) else {
+            let Some(config) = channels.get(&topic.channel).map(|r| r.config) else {
                 continue;
             };
             if !config.history {
@@ -378,9 +405,7 @@ impl Inner {
                             }
                             *last = offset;
                         }
-                        if origin != self.node_id {
-                            self.sink.deliver(&message);
-                        }
+                        self.deliver(&key, &message, &origin);
                     }
                 }
                 Err(e) => tracing::warn!(topic = %key, error = %e, "gap recovery failed"),
@@ -521,7 +546,7 @@ impl Broker for RedisBroker {
         &'a self,
         mut message: Message,
         channel: &'a ChannelConfig,
-    ) -> BoxFuture<'a, Result<Message, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Accepted, BrokerError>> {
         let topic = Topic::of(&message, channel);
         let operation = if channel.history {
             "EVALSHA"
@@ -553,6 +578,17 @@ impl Broker for RedisBroker {
             let shard_channel = shard_channel(&topic);
             let span = recorder;
             span.record("shard_channel", &shard_channel);
+            // With local subscribers, the message is delivered here when it comes back
+            // from pub/sub (or from gap recovery): wait for that, briefly, to answer
+            // how many connections it reached.
+            let returning = (message.id.clone(), shard_channel.clone());
+            let returned = if inner.interest.lock().await.contains_key(&topic) {
+                let (tx, rx) = oneshot::channel();
+                inner.returning.lock().insert(returning.clone(), tx);
+                Some(rx)
+            } else {
+                None
+            };
             let result = if channel.history {
                 let key = stream_key(&topic);
                 span.record("stream", &key);
@@ -592,7 +628,20 @@ impl Broker for RedisBroker {
                 span.record("error.message", detail.as_str());
                 inner.set_health(false, detail.clone());
             }
-            result.map(|()| message)
+            let delivered_locally = match (&result, returned) {
+                (Ok(()), Some(rx)) => tokio::time::timeout(RETURN_WAIT, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                _ => None,
+            };
+            if delivered_locally.is_none() {
+                inner.returning.lock().remove(&returning);
+            }
+            result.map(|()| Accepted {
+                message,
+                delivered_locally: delivered_locally.unwrap_or(0),
+            })
         };
         Box::pin(publish.instrument(span))
     }

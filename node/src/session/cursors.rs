@@ -148,7 +148,7 @@ where
         let channels = self.node.channels.snapshot();
         let tracked = channels
             .get(channel)
-            .is_some_and(|(_, c)| keeps_cursor(c) && !c.ack_required);
+            .is_some_and(|r| keeps_cursor(r.config) && !r.config.ack_required);
         if tracked {
             self.cursors.note_delivered(channel, offset);
         }
@@ -164,12 +164,12 @@ where
         };
         let channels = self.node.channels.snapshot();
         for (name, offset) in delivered {
-            let Some((name, config)) = channels.get(name) else {
+            let Some(resolved) = channels.get(name) else {
                 continue;
             };
             let node = self.node.clone();
-            let config = config.clone();
-            let topic = topic_for(name, &config, &self.identity);
+            let config = resolved.config.clone();
+            let topic = topic_for(&resolved.name, &config, &self.identity);
             let user = user.clone();
             let offset = *offset;
             tokio::spawn(async move {

@@ -106,7 +106,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let token = read_token(ws, deadline).await?;
-    let identity = node.auth.verify(&token).map_err(|e| Failure::Refuse {
+    let identity = node.verify_token(&token).map_err(|e| Failure::Refuse {
         code: e.code(),
         message: e.to_string(),
         close: TOKEN_REFUSED,

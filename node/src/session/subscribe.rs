@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::cursors::keeps_cursor;
 use super::{error_label, Flow, Session};
-use crate::channels::{Admission, ChannelConfig};
+use crate::channels::ChannelConfig;
 use crate::connection::topic_for;
 use crate::filter::{self, Filter};
 use crate::hub::Delivery;
@@ -28,10 +28,13 @@ where
         let channels = self.node.channels.snapshot();
         let held = self.membership.subscriptions().to_vec();
         for (name, topic) in held {
-            let Some((_, config)) = channels.get(&name) else {
+            let Some(resolved) = channels.get(&name) else {
                 continue;
             };
-            if let Flow::Gone = self.deliver_since_cursor(&name, &topic, config).await {
+            if let Flow::Gone = self
+                .deliver_since_cursor(&name, &topic, resolved.config)
+                .await
+            {
                 return Flow::Gone;
             }
         }
@@ -133,15 +136,15 @@ where
                 .await;
         };
         let channels = self.node.channels.snapshot();
-        let (Some(user), Some((name, config))) =
-            (self.identity.user.clone(), channels.get(channel))
+        let (Some(user), Some(resolved)) = (self.identity.user.clone(), channels.get(channel))
         else {
             return Flow::Continue;
         };
+        let config = resolved.config;
         if !config.ack_required {
             return Flow::Continue;
         }
-        let topic = topic_for(name, config, &self.identity);
+        let topic = topic_for(&resolved.name, config, &self.identity);
         if let Err(e) = self
             .node
             .broker
@@ -174,11 +177,12 @@ where
         let mut joined: Vec<ChannelName> = Vec::new();
         let mut refusals = Refusals::default();
         for name in dedup(requested) {
-            let Some((interned, config)) = channels.get(&name) else {
+            let Some(resolved) = channels.get(&name) else {
                 refusals.add(ErrorCode::UnknownChannel, name, "no such channel");
                 continue;
             };
-            if let Err(crate::channels::Refusal::Forbidden(why)) = config.admits(&self.identity) {
+            let (interned, config) = (&resolved.name, resolved.config);
+            if let Err(crate::channels::Refusal::Forbidden(why)) = resolved.admits(&self.identity) {
                 refusals.add(ErrorCode::Forbidden, name, why);
                 continue;
             }
@@ -214,9 +218,10 @@ where
             let Some(since) = since.get(name) else {
                 continue;
             };
-            let Some((interned, config)) = channels.get(name) else {
+            let Some(resolved) = channels.get(name) else {
                 continue;
             };
+            let (interned, config) = (&resolved.name, resolved.config);
             let complete = match Offset::parse(since).filter(|_| config.history) {
                 None => false,
                 Some(since) => {
@@ -255,7 +260,7 @@ where
             if since.contains_key(&*name) {
                 continue;
             }
-            let Some((_, config)) = channels.get(&name) else {
+            let Some(config) = channels.get(&name).map(|r| r.config) else {
                 continue;
             };
             let topic = topic_for(&name, config, &self.identity);

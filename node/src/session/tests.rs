@@ -87,7 +87,8 @@ impl Client {
 /// Publishes like the publish API: through the broker, then to the local hub.
 async fn publish(test: &TestNode, channel: &str, target: Target, n: u32) -> Option<Offset> {
     let snapshot = test.node.channels.snapshot();
-    let (name, config) = snapshot.get(channel).unwrap();
+    let resolved = snapshot.get(channel).unwrap();
+    let (name, config) = (&resolved.name, resolved.config);
     let message = Message {
         id: format!("m{n}").into(),
         channel: name.clone(),
@@ -99,8 +100,13 @@ async fn publish(test: &TestNode, channel: &str, target: Target, n: u32) -> Opti
         trace: None,
         tags: Default::default(),
     };
-    let stored = test.node.broker.publish(message, config).await.unwrap();
-    test.node.hub.deliver(&stored);
+    let stored = test
+        .node
+        .broker
+        .publish(message, config)
+        .await
+        .unwrap()
+        .message;
     stored.offset
 }
 

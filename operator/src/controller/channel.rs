@@ -26,6 +26,7 @@ use serde_json::json;
 use super::triggers::{channels_of, mark_filled, Filled, Presence, Rivalry};
 use super::{condition, Context, Error, MANAGER};
 use crate::crd::{Channel, ChannelStatus, DeletionPolicy, PushCluster};
+use crate::patterns;
 
 /// Finalizer that makes a Channel's deletion wait for its history purge.
 pub const PURGE_FINALIZER: &str = "herald.dev/purge-history";
@@ -108,8 +109,20 @@ async fn reconcile_inner(channel: &Channel, ctx: &Ctx, ns: &str) -> Result<Actio
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
     let generation = channel.metadata.generation;
-    let ready = match (&cluster, rivals.is_empty()) {
-        (None, _) => condition(
+    let refused = cluster.as_deref().and_then(|cluster| {
+        let siblings: Vec<Channel> = ctx
+            .channels
+            .state()
+            .iter()
+            .filter(|c| {
+                c.namespace().as_deref() == Some(ns) && c.spec.cluster == channel.spec.cluster
+            })
+            .map(|c| Channel::clone(c))
+            .collect();
+        patterns::conflicts(cluster, &siblings).remove(&name)
+    });
+    let ready = match (&cluster, rivals.is_empty(), refused) {
+        (None, _, _) => condition(
             &previous,
             "Ready",
             false,
@@ -120,7 +133,7 @@ async fn reconcile_inner(channel: &Channel, ctx: &Ctx, ns: &str) -> Result<Actio
             ),
             generation,
         ),
-        (Some(_), false) => condition(
+        (Some(_), false, _) => condition(
             &previous,
             "Ready",
             false,
@@ -131,7 +144,15 @@ async fn reconcile_inner(channel: &Channel, ctx: &Ctx, ns: &str) -> Result<Actio
             ),
             generation,
         ),
-        (Some(_), true) => condition(
+        (Some(_), true, Some(why)) => condition(
+            &previous,
+            "Ready",
+            false,
+            "PatternConflict",
+            why,
+            generation,
+        ),
+        (Some(_), true, None) => condition(
             &previous,
             "Ready",
             true,

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use herald_contract::channel_pattern;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
@@ -79,7 +80,8 @@ fn rivalry_key(channel: &Channel) -> RivalryKey {
 }
 
 /// Tells which other Channels a Channel's change concerns: those sharing its channel
-/// name before or after the change (their `DuplicateName` status may flip).
+/// name before or after the change (their `DuplicateName` status may flip), and the
+/// patterns of its cluster (their `PatternConflict` status may flip).
 #[derive(Debug, Default)]
 pub struct Rivalry {
     known: HashMap<ObjectRef<Channel>, RivalryKey>,
@@ -99,10 +101,16 @@ impl Rivalry {
             return Vec::new();
         }
         let keys: Vec<RivalryKey> = before.into_iter().chain(now).collect();
+        let concerns = |c: &Channel| {
+            let key = rivalry_key(c);
+            keys.contains(&key)
+                || (channel_pattern::is_pattern(&key.2)
+                    && keys.iter().any(|k| (&k.0, &k.1) == (&key.0, &key.1)))
+        };
         store
             .state()
             .iter()
-            .filter(|c| keys.contains(&rivalry_key(c)) && ObjectRef::from_obj(&***c) != me)
+            .filter(|c| concerns(c) && ObjectRef::from_obj(&***c) != me)
             .map(|c| (**c).clone())
             .collect()
     }
@@ -243,5 +251,22 @@ mod tests {
         // Deleted: its rival is concerned.
         writer.apply_watcher_event(&Event::Delete(renamed.clone()));
         assert_eq!(names(rivalry.concerned(&renamed, &reader)), vec!["c"]);
+    }
+
+    #[test]
+    fn any_change_in_a_cluster_concerns_its_patterns() {
+        let (reader, mut writer) = store::<Channel>();
+        let dept = channel("dept", "dept:{dept}");
+        let plain = channel("all", "dept:all");
+        let mut elsewhere = channel("other", "team:{team}");
+        elsewhere.spec.cluster = "other-push".into();
+        let mut rivalry = Rivalry::default();
+        for ch in [&dept, &plain, &elsewhere] {
+            writer.apply_watcher_event(&Event::Apply(ch.clone()));
+        }
+        let names = |v: Vec<Channel>| v.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+        assert_eq!(names(rivalry.concerned(&plain, &reader)), vec!["dept"]);
+        writer.apply_watcher_event(&Event::Delete(plain.clone()));
+        assert_eq!(names(rivalry.concerned(&plain, &reader)), vec!["dept"]);
     }
 }
