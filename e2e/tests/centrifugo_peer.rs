@@ -43,7 +43,7 @@ async fn connect_recorded(
     recorder: &Arc<Recorder>,
 ) -> Result<()> {
     for user in users {
-        let (ws, _) = client::open(cfg, user, LOOPBACK)
+        let (ws, _) = client::open(cfg, 0, user, LOOPBACK)
             .await
             .with_context(|| format!("connecting {user}"))?;
         recorder.connected();
@@ -201,7 +201,7 @@ async fn centrifugo_refuses_foreign_channels_forged_tokens_and_wrong_keys() -> R
     let target = peer.target_spec(3600).build()?;
     let centrifugo = Centrifugo::new(&peer.target_spec(3600))?;
     let cfg = client_config(peer.addr(), target.clone(), Stream::Broadcast);
-    let (mut ws, _) = client::open(&cfg, "mallory", LOOPBACK).await?;
+    let (mut ws, _) = client::open(&cfg, 0, "mallory", LOOPBACK).await?;
 
     // Another user's personal channel is refused (permission denied), the connection stays.
     ws.send(Message::text(
@@ -225,7 +225,7 @@ async fn centrifugo_refuses_foreign_channels_forged_tokens_and_wrong_keys() -> R
     let mut forged = peer.target_spec(3600);
     forged.jwt_secret = "not-the-peer-secret".into();
     let forged_cfg = client_config(peer.addr(), forged.build()?, Stream::Broadcast);
-    assert!(client::open(&forged_cfg, "eve", LOOPBACK).await.is_err());
+    assert!(client::open(&forged_cfg, 0, "eve", LOOPBACK).await.is_err());
 
     // A publisher with the wrong API key is refused and nothing is pushed.
     let mut wrong_key = peer.target_spec(3600);

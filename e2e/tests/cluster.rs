@@ -1159,3 +1159,155 @@ async fn every_node_delivers_a_channel_in_offset_order_under_publishers_on_all_n
     // Each publish reached the one local watcher on its node, as the answers say.
     assert_eq!(delivered_locally, (6 * EACH) as u64);
 }
+
+/// Every `stocks` frame until `want` have arrived (a leak of any kind is kept, so the
+/// caller sees it).
+async fn collect_all(client: &mut Client, what: &str, want: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let frame = client
+            .recv_within(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{what}: only {} of {want} messages arrived", got.len()));
+        if frame["channel"] == "stocks" {
+            got.push(frame);
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn tag_filtered_dashboards_on_every_node_get_only_their_tags_and_resume_through_the_filter() {
+    let _serial = SERIAL.lock().await;
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let file = channel_file(
+        "tag-filters",
+        json!([{"name": "stocks", "access": "authenticated", "history": true, "capacity": 500}]),
+    );
+    let path = file.path.to_str().unwrap();
+    let nodes = start_nodes(&cluster, 3, &["--channels", path]);
+    const REGIONS: [&str; 3] = ["eu", "us", "CORP\\apac \"🦀\""];
+    const SKUS: [&str; 2] = ["A-1", "B-2"];
+    const ROUNDS: usize = 30;
+    // What publisher `p` sends as its `n`th message: every fifth is untagged.
+    let tags_of = |p: usize, n: usize| {
+        (n % 5 != 4).then(|| json!({"region": REGIONS[(n + p) % 3], "sku": SKUS[n % 2]}))
+    };
+    let kind_of = |n: usize| if n % 3 == 0 { "volume" } else { "price" };
+    let subscribe = |filter: Value, since: Value| json!({"type": "subscribe", "channels": ["stocks"], "filter": filter, "since": since});
+    // Who wants what: one dashboard per region on each node, and one on each node
+    // that wants prices of sku B-2 in two regions.
+    let region_filter = |region: &str| json!({"tags": {"region": {"eq": region}}});
+    let b2_filter = json!({"types": ["price"], "tags": {"sku": {"eq": "B-2"}, "region": {"in": [REGIONS[0], REGIONS[2]]}}});
+    let admits = |filter: &Value, kind: &str, tags: &Option<Value>| {
+        let Some(tags) = tags else { return false };
+        let types_ok = filter
+            .get("types")
+            .is_none_or(|t| t.as_array().unwrap().iter().any(|t| t == kind));
+        types_ok
+            && filter["tags"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .all(|(key, cond)| {
+                    let value = &tags[key];
+                    cond.get("eq") == Some(value)
+                        || cond
+                            .get("in")
+                            .is_some_and(|vs| vs.as_array().unwrap().contains(value))
+                })
+    };
+    let mut dashboards = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let filters = REGIONS
+            .iter()
+            .map(|r| region_filter(r))
+            .chain([b2_filter.clone()]);
+        for (d, filter) in filters.enumerate() {
+            let mut client = node.connect(&format!("viewer-{i}-{d}")).await;
+            client
+                .send_json(subscribe(filter.clone(), Value::Null))
+                .await;
+            client.recv_type("subscription_success").await;
+            dashboards.push((i, filter, client));
+        }
+    }
+    // Publishers race through all three nodes.
+    let nodes = std::sync::Arc::new(nodes);
+    let mut tasks = Vec::new();
+    for p in 0..3 {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..ROUNDS {
+                let mut body = json!({"channel": "stocks", "type": kind_of(n),
+                                      "data": {"publisher": p, "n": n}});
+                if let Some(tags) = tags_of(p, n) {
+                    body["tags"] = tags;
+                }
+                let (status, answer) = nodes[p].publish(&body).await;
+                assert_eq!(status, 200, "{answer}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let key = |frame: &Value| {
+        (
+            frame["data"]["publisher"].as_u64().unwrap() as usize,
+            frame["data"]["n"].as_u64().unwrap() as usize,
+        )
+    };
+    let mut resume_from = None;
+    for (i, filter, client) in dashboards.iter_mut() {
+        let mut wanted: Vec<(usize, usize)> = (0..3)
+            .flat_map(|p| (0..ROUNDS).map(move |n| (p, n)))
+            .filter(|&(p, n)| admits(filter, kind_of(n), &tags_of(p, n)))
+            .collect();
+        assert!(!wanted.is_empty());
+        let got = collect_all(client, &filter.to_string(), wanted.len()).await;
+        client.expect_silence(Duration::from_millis(300)).await;
+        for frame in &got {
+            let (p, n) = key(frame);
+            assert_eq!(
+                frame["tags"],
+                tags_of(p, n).unwrap(),
+                "{filter} on node {i}"
+            );
+        }
+        let mut seen: Vec<(usize, usize)> = got.iter().map(key).collect();
+        seen.sort_unstable();
+        wanted.sort_unstable();
+        assert_eq!(seen, wanted, "{filter} on node {i}: exactly what it admits");
+        if *i == 0 && filter == &region_filter(REGIONS[2]) {
+            // In history order, which replay follows.
+            let offset = |frame: &Value| {
+                let text = frame["offset"].as_str().unwrap();
+                let (ms, seq) = text.split_once('-').unwrap();
+                (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+            };
+            let mut ordered: Vec<&Value> = got.iter().collect();
+            ordered.sort_by_key(|frame| offset(frame));
+            let middle = ordered.len() / 2;
+            let rest: Vec<(usize, usize)> = ordered[middle + 1..].iter().map(|f| key(f)).collect();
+            resume_from = Some((ordered[middle]["offset"].as_str().unwrap().to_owned(), rest));
+        }
+    }
+    // The hostile-region dashboard of node 0 reconnects to node 2 and resumes from the
+    // middle through its filter: exactly the rest of its region, in order.
+    let (offset, rest) = resume_from.expect("the hostile-region dashboard ran");
+    let mut resumed = nodes[2].connect("viewer-again").await;
+    resumed
+        .send_json(subscribe(
+            region_filter(REGIONS[2]),
+            json!({"stocks": offset}),
+        ))
+        .await;
+    let reply = resumed.recv_type("subscription_success").await;
+    assert_eq!(reply["recovered"]["stocks"], true);
+    let replayed = collect_all(&mut resumed, "resume", rest.len()).await;
+    resumed.expect_silence(Duration::from_millis(500)).await;
+    assert_eq!(replayed.iter().map(key).collect::<Vec<_>>(), rest);
+}

@@ -38,7 +38,7 @@ fn client_config(peer: &LegacyPeer, target: Arc<dyn Target>) -> ClientConfig {
 async fn connect_all(cfg: &ClientConfig, users: &[String]) -> Result<Vec<Ws>> {
     let mut sockets = Vec::new();
     for user in users {
-        let (ws, _) = client::open(cfg, user, LOOPBACK)
+        let (ws, _) = client::open(cfg, 0, user, LOOPBACK)
             .await
             .with_context(|| format!("connecting {user}"))?;
         sockets.push(ws);
@@ -215,7 +215,7 @@ async fn the_legacy_protocol_answers_pings_and_subscriptions_and_refuses_bad_cre
     let mut forged = peer.target_spec(3600);
     forged.jwt_secret = "not-the-peer-secret".into();
     let forged_cfg = client_config(&peer, forged.build()?);
-    let refused = client::open(&forged_cfg, "mallory", LOOPBACK)
+    let refused = client::open(&forged_cfg, 0, "mallory", LOOPBACK)
         .await
         .err()
         .context("a forged token was accepted")?;

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
-use herald_node::fuzzing::{decode, encode, split_payload, Message, Offset, Target, TraceContext};
+use herald_node::fuzzing::{
+    decode, encode, split_payload, Message, Offset, Tags, Target, TraceContext,
+};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
@@ -26,13 +28,14 @@ struct Fields {
     accepted: u64,
     trace: Option<(String, Option<String>)>,
     offset: Option<(u64, u64)>,
+    tags: Vec<(String, String)>,
 }
 
 /// The message's comparable parts.
 fn parts(m: &Message) -> impl PartialEq + std::fmt::Debug + '_ {
     (
         (&*m.id, &*m.channel, &*m.kind, m.data.get()),
-        (&m.target, m.offset, m.accepted_at_micros, &m.trace),
+        (&m.target, m.offset, m.accepted_at_micros, &m.trace, &m.tags),
     )
 }
 
@@ -79,6 +82,12 @@ fuzz_target!(|data: &[u8]| {
         offset: f.offset.map(|(ms, seq)| Offset { ms, seq }),
         accepted_at_micros: f.accepted,
         trace,
+        tags: Tags::from_pairs(
+            f.tags
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                .collect(),
+        ),
     };
     let payload = format!(
         "{} {}",

@@ -62,6 +62,9 @@ def bodies():
         {"channel": "x", "type": "y", "data": {"k": "]]]}}}\\\""}, "users": [1.5]},
         {"channel": "x", "type": "y", "data": {}, "extra": 1},
         {"channel": "x", "type": "y", "data": {}, "users": []},
+        {"channel": "stock", "type": "level", "data": {}, "tags": {"region": "eu", "who": 'CORP\\alice "q"'}},
+        {"channel": "stock", "type": "level", "data": {}, "tags": {"a b": "x", "k": 1}},
+        {"channel": "stock", "type": "level", "data": {}, "tags": {f"k{i}": "v" for i in range(17)}},
     ]
     for i, item in enumerate(items):
         write(t, f"one{i}", caps + dumps(item).encode())
@@ -119,6 +122,9 @@ def wire():
         '{"i":"m0","c":"orders","t":"order_update","d":{"id":0},"u":"42","a":5,"o":"node-old"}',
         '{"i":"m2","c":"orders","t":"x","d":{},"a":5,"o":"n","p":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","z":1}',
         '{"i":"m1","c":"orders","t":"order_update","d":{"id":1},"a":7,"o":"node-a","p":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","s":"vendor=opaque"}',
+        '{"i":"m3","c":"stock","t":"level","d":{},"a":7,"o":"n","g":{"region":"eu","sku":"A-1"}}',
+        '{"i":"m4","c":"stock","t":"level","d":{},"a":7,"o":"n","g":{"b":"2","a":"1","a":"3"}}',
+        '{"i":"m5","c":"stock","t":"level","d":{},"a":7,"o":"n","g":{"k":1}}',
         '{nope', '{"i":1}', '{"i":"m","c":"c","t":"t","d":  [ 1 , 2 ] ,"a":18446744073709551615,"o":""}',
     ]
     for i, e in enumerate(entries):
@@ -126,7 +132,8 @@ def wire():
         write(t, f"payload{i}", "5-1 " + e)
         write(t, f"payload-none{i}", "- " + e)
     for i, h in enumerate(HOSTILE):
-        e = dumps({"i": h, "c": h, "t": h, "d": {"s": h}, "u": h, "a": 1, "o": h, "p": "00-" + h, "s": "v=" + h})
+        e = dumps({"i": h, "c": h, "t": h, "d": {"s": h}, "u": h, "a": 1, "o": h, "p": "00-" + h, "s": "v=" + h,
+                   "g": {h: h, "k" + h: h + "v"}})
         write(t, f"hostile{i}", "9-3 " + e)
         write(t, f"hostile-ascii{i}", "9-3 " + json.dumps(json.loads(e), separators=(",", ":")))
 

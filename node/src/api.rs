@@ -20,6 +20,7 @@ use crate::channels::ChannelConfig;
 use crate::idempotency::{self, Claim, ClaimError, Outcome};
 use crate::message::{unix_micros, Message, Offset, Target, Topic};
 use crate::node::Node;
+use crate::tags::{self, Tags, TagsError};
 use crate::ChannelName;
 
 /// The response body type used by every handler.
@@ -73,6 +74,9 @@ pub enum PublishError {
     /// More recipients than `HERALD_MAX_USERS_PER_MESSAGE`.
     #[error("\"users\" names more than {0} recipients; split the message")]
     TooManyUsers(usize),
+    /// `tags` is outside the documented shape or limits.
+    #[error("{0}")]
+    InvalidTags(#[from] TagsError),
     /// A user id is neither a string nor an integer.
     #[error("\"users\" must contain user ids as strings or integers, found {0}")]
     InvalidUser(String),
@@ -113,6 +117,7 @@ impl PublishError {
             PublishError::DataTooDeep(_) => (StatusCode::UNPROCESSABLE_ENTITY, "data_too_deep"),
             PublishError::UsersRequired(_) => (StatusCode::UNPROCESSABLE_ENTITY, "users_required"),
             PublishError::InvalidUser(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_user"),
+            PublishError::InvalidTags(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_tags"),
             PublishError::SchemaViolation { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "schema_violation")
             }
@@ -162,6 +167,9 @@ struct PublishRequest<'a> {
     /// Parsed later, against the recipient limit.
     #[serde(default, borrow)]
     users: Option<&'a RawValue>,
+    /// Parsed later, against the tag limits.
+    #[serde(default, borrow)]
+    tags: Option<&'a RawValue>,
     /// Makes a repeat of this request within the window answer the first result.
     #[serde(default)]
     idempotency_key: Option<String>,
@@ -286,7 +294,7 @@ fn is_batch(body: &[u8]) -> bool {
 fn parse_request(body: &[u8]) -> Result<PublishRequest<'_>, PublishError> {
     serde_json::from_slice(body).map_err(|e| {
         PublishError::BadRequest(format!(
-            "invalid publish request: {e}; expected {{\"channel\",\"type\",\"data\",\"users\"?}}"
+            "invalid publish request: {e}; expected {{\"channel\",\"type\",\"data\",\"users\"?,\"tags\"?,\"idempotency_key\"?}}"
         ))
     })
 }
@@ -318,7 +326,7 @@ async fn publish_one(
             kind: request.kind,
         });
     }
-    let users = check_content(
+    let (users, tags) = check_content(
         &request,
         node.config.max_data_depth,
         node.config.max_users_per_message,
@@ -337,6 +345,7 @@ async fn publish_one(
                 &request.kind,
                 users.as_deref(),
                 request.data.get(),
+                &tags,
             );
             let window = node.config.idempotency_window;
             match idempotency::claim(&*node.broker, channel, key, &fingerprint, window).await? {
@@ -353,7 +362,7 @@ async fn publish_one(
             }
         }
     };
-    let result = publish_claimed(node, channel, config, request, users).await;
+    let result = publish_claimed(node, channel, config, request, users, tags).await;
     if let Some((key, fingerprint)) = claimed {
         let window = node.config.idempotency_window;
         let recorded = match &result {
@@ -383,6 +392,7 @@ async fn publish_claimed(
     config: &ChannelConfig,
     request: PublishRequest<'_>,
     users: Option<Vec<crate::UserId>>,
+    tags: Tags,
 ) -> Result<Published, PublishError> {
     if !node.allow_publish(&config.name, config.publish_rate) {
         return Err(PublishError::RateLimited(request.channel));
@@ -399,6 +409,7 @@ async fn publish_claimed(
             offset: None,
             accepted_at_micros: unix_micros(),
             trace: None,
+            tags,
         };
         let targets = match users {
             None => vec![Target::All],
@@ -442,22 +453,28 @@ async fn publish_claimed(
 }
 
 /// The checks that need no channel: `data` is an object nesting at most `max_depth`
-/// levels, and `users` (when present) holds at most `max_users` valid ids.
+/// levels, `users` (when present) holds at most `max_users` valid ids, and `tags`
+/// (when present) keeps to the tag limits.
 fn check_content(
     request: &PublishRequest<'_>,
     max_depth: usize,
     max_users: usize,
-) -> Result<Option<Vec<crate::UserId>>, PublishError> {
+) -> Result<(Option<Vec<crate::UserId>>, Tags), PublishError> {
     if !request.data.get().trim_start().starts_with('{') {
         return Err(PublishError::DataNotObject);
     }
     if crate::jsondepth::exceeds(request.data.get().as_bytes(), max_depth) {
         return Err(PublishError::DataTooDeep(max_depth));
     }
-    request
+    let users = request
         .users
         .map(|raw| parse_users(raw, max_users))
-        .transpose()
+        .transpose()?;
+    let tags = match request.tags {
+        Some(raw) if raw.get() != "null" => tags::parse(raw.get())?,
+        _ => Tags::default(),
+    };
+    Ok((users, tags))
 }
 
 /// A publish body parsed and checked as far as possible without a node: what the
@@ -473,6 +490,8 @@ pub struct CheckedMessage {
     pub data: Box<RawValue>,
     /// `users`, parsed.
     pub users: Option<Vec<crate::UserId>>,
+    /// `tags`, parsed.
+    pub tags: Tags,
 }
 
 /// Parses `body` the way [`publish`] does, up to the channel lookup: one result per
@@ -485,12 +504,13 @@ pub(crate) fn check_body(
 ) -> Result<Vec<Result<CheckedMessage, PublishError>>, CappedError> {
     let check = |text: &[u8]| {
         let request = parse_request(text)?;
-        let users = check_content(&request, max_depth, max_users)?;
+        let (users, tags) = check_content(&request, max_depth, max_users)?;
         Ok(CheckedMessage {
             channel: request.channel,
             kind: request.kind,
             data: request.data,
             users,
+            tags,
         })
     };
     if is_batch(body) {

@@ -1,14 +1,16 @@
-//! JSON arrays parsed with an item limit that is enforced while parsing.
+//! JSON arrays and objects parsed with an item limit that is enforced while parsing.
 //!
 //! A 1 MiB body can hold half a million tiny items; refusing at item `max + 1` costs
 //! nothing, while building them all first costs seconds and hundreds of MiB.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Why a capped array was refused.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,65 @@ pub fn parse<'de, T: Deserialize<'de>>(json: &'de [u8], max: usize) -> Result<Ve
         Ok(items) => Ok(items),
         Err(_) if seed.exceeded.get() => Err(CappedError::TooMany(max)),
         Err(e) => Err(CappedError::Json(e)),
+    }
+}
+
+/// One member of a JSON object: its key (borrowed unless JSON escaped it) and raw value.
+pub type Member<'de> = (Cow<'de, str>, &'de RawValue);
+
+/// Parses `json` as an object of at most `max` members, in the order written and
+/// with repeated keys kept (callers decide whether a repeat is an error), stopping at
+/// member `max + 1`. Keys are read as the plain strings they are: no key (not even
+/// serde_json's private raw-value marker) changes how the values are read.
+pub fn object(json: &str, max: usize) -> Result<Vec<Member<'_>>, CappedError> {
+    let members = Members {
+        max,
+        exceeded: Cell::new(false),
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let parsed = (&members)
+        .deserialize(&mut deserializer)
+        .and_then(|items| deserializer.end().map(|()| items));
+    match parsed {
+        Ok(items) => Ok(items),
+        Err(_) if members.exceeded.get() => Err(CappedError::TooMany(max)),
+        Err(e) => Err(CappedError::Json(e)),
+    }
+}
+
+struct Members {
+    max: usize,
+    exceeded: Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for &Members {
+    type Value = Vec<Member<'de>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &Members {
+    type Value = Vec<Member<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an object of at most {} members", self.max)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(self.max).min(64));
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if members.len() == self.max {
+                self.exceeded.set(true);
+                return Err(de::Error::custom(format!("more than {} members", self.max)));
+            }
+            members.push((key, map.next_value()?));
+        }
+        Ok(members)
     }
 }
 
@@ -113,6 +174,25 @@ mod tests {
             parse::<u32>(b"[1]", 0),
             Err(CappedError::TooMany(0))
         ));
+    }
+
+    #[test]
+    fn objects_keep_order_and_repeats_up_to_the_limit() {
+        let members = object(r#" {"b":1, "a\\\"":{"x":[2]}, "b":"3"} "#, 3).unwrap();
+        let read: Vec<(&str, &str)> = members.iter().map(|(k, v)| (&**k, v.get())).collect();
+        assert_eq!(
+            read,
+            [("b", "1"), ("a\\\"", r#"{"x":[2]}"#), ("b", r#""3""#)]
+        );
+        assert!(matches!(
+            object(r#"{"a":1,"b":2,"c":3,"d":oops"#, 3),
+            Err(CappedError::TooMany(3))
+        ));
+        let marker = object(r#"{"$serde_json::private::RawValue":"[1]"}"#, 1).unwrap();
+        assert_eq!(marker[0].1.get(), r#""[1]""#);
+        for bad in ["[]", "{", r#"{"a":1} x"#, "", "null", r#"{"a"}"#] {
+            assert!(matches!(object(bad, 3), Err(CappedError::Json(_))), "{bad}");
+        }
     }
 
     #[test]

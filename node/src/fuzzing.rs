@@ -11,6 +11,7 @@ pub use crate::capped::{parse as capped_parse, CappedError};
 pub use crate::jsondepth::exceeds as depth_exceeds;
 pub use crate::message::{Message, Offset, Target};
 pub use crate::protocol::{ClientMessage, ParseError};
+pub use crate::tags::{parse as tags_parse, Tags, TagsError};
 pub use crate::telemetry::propagation::TraceContext;
 
 /// Parses a publish body as `POST /api/v1/publish` does, up to the channel lookup,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::filter::{self, Filter};
+use crate::filter::Filter;
 use crate::message::{DeliverySink, Message, Offset, Target};
 use crate::metrics::{DropReason, Metrics};
 use crate::protocol;
@@ -43,13 +43,7 @@ impl Delivery {
     /// Serializes `message` once, for every recipient.
     pub fn of(message: &Message) -> Self {
         Self {
-            frame: protocol::envelope(
-                &message.kind,
-                &message.data,
-                &message.channel,
-                &message.id,
-                message.offset,
-            ),
+            frame: protocol::envelope(message),
             accepted_at_micros: message.accepted_at_micros,
             channel: message.channel.clone(),
             offset: message.offset,
@@ -135,6 +129,34 @@ struct State {
     sessions: HashMap<SessionId, Entry>,
     channels: HashMap<ChannelName, HashMap<SessionId, Subscriber>>,
     users: HashMap<UserId, Vec<SessionId>>,
+    filters: FilterPool,
+}
+
+/// Equal filters share one `Arc`, so a fan-out evaluates each distinct filter once
+/// per message (see [`Fanout::push`]) however many subscribers hold it: dashboards
+/// tend to share a handful of filters.
+#[derive(Debug, Default)]
+struct FilterPool {
+    pool: HashMap<Filter, std::sync::Weak<Filter>>,
+    /// Forgotten filters are dropped from the pool when it reaches this size.
+    prune_at: usize,
+}
+
+impl FilterPool {
+    /// The pooled filter equal to `filter`.
+    fn intern(&mut self, filter: Option<Arc<Filter>>) -> Option<Arc<Filter>> {
+        let filter = filter?;
+        if let Some(shared) = self.pool.get(&*filter).and_then(std::sync::Weak::upgrade) {
+            return Some(shared);
+        }
+        if self.pool.len() >= self.prune_at {
+            self.pool.retain(|_, weak| weak.strong_count() > 0);
+            self.prune_at = (2 * self.pool.len()).max(64);
+        }
+        self.pool
+            .insert(filter.as_ref().clone(), Arc::downgrade(&filter));
+        Some(filter)
+    }
 }
 
 /// A registered connection's receiving end.
@@ -279,6 +301,7 @@ impl Hub {
             return false;
         }
         entry.subscriptions.push(channel.clone());
+        let filter = state.filters.intern(filter);
         state.channels.entry(channel.clone()).or_default().insert(
             id,
             Subscriber {
@@ -294,9 +317,10 @@ impl Hub {
     /// is not subscribed.
     pub fn set_filter(&self, id: SessionId, channel: &str, filter: Option<Arc<Filter>>) -> bool {
         let mut state = self.state.write();
+        let state = &mut *state;
         match state.channels.get_mut(channel).and_then(|s| s.get_mut(&id)) {
             Some(subscriber) => {
-                subscriber.filter = filter;
+                subscriber.filter = state.filters.intern(filter);
                 true
             }
             None => false,
@@ -445,12 +469,25 @@ struct Fanout {
     queued: usize,
     slow: u64,
     gone: u64,
+    /// The last filter evaluated (by address: pooled filters are shared) and its verdict.
+    last_filter: Option<(*const Filter, bool)>,
 }
 
 impl Fanout {
     fn push(&mut self, subscriber: &Subscriber, message: &Message, delivery: &Arc<Delivery>) {
-        if !filter::admits(subscriber.filter.as_deref(), message) {
-            return;
+        if let Some(filter) = &subscriber.filter {
+            let address = Arc::as_ptr(filter);
+            let admitted = match self.last_filter {
+                Some((last, verdict)) if last == address => verdict,
+                _ => {
+                    let verdict = filter.admits(message);
+                    self.last_filter = Some((address, verdict));
+                    verdict
+                }
+            };
+            if !admitted {
+                return;
+            }
         }
         let outbox = &subscriber.outbox;
         match outbox.tx.try_send(delivery.clone()) {
@@ -497,6 +534,7 @@ mod tests {
             offset: None,
             accepted_at_micros: unix_micros(),
             trace: None,
+            tags: Default::default(),
         }
     }
 
@@ -513,6 +551,69 @@ mod tests {
         assert!(alice.rx.try_recv().is_ok());
         assert!(bob.rx.try_recv().is_err());
         assert_eq!(hub.deliver(&message("notifications", Target::All)), 2);
+    }
+
+    /// Equal filters share one `Arc` and mixed filters in one fan-out each get their
+    /// own verdict (the fan-out remembers the last verdict by filter address).
+    #[test]
+    fn equal_filters_are_shared_and_every_subscriber_gets_its_own_verdict() {
+        use crate::filter::TagCondition;
+        use crate::tags::Tags;
+        let hub = hub(64, 0);
+        let channel: ChannelName = "stock".into();
+        let region = |r: &str| {
+            Some(Arc::new(
+                Filter::new(
+                    None,
+                    vec![TagCondition::eq("region".into(), r.into()).unwrap()],
+                )
+                .unwrap(),
+            ))
+        };
+        let wants = ["eu", "us", "eu", "", "us", "eu"];
+        let mut sessions = Vec::new();
+        for (i, want) in wants.iter().enumerate() {
+            let session = hub.connect(Some(format!("u{i}").into())).unwrap();
+            let filter = if want.is_empty() { None } else { region(want) };
+            hub.subscribe_filtered(session.id, &channel, filter);
+            sessions.push(session);
+        }
+        {
+            let state = hub.state.read();
+            let subscribers = &state.channels[&channel];
+            let of = |i: usize| subscribers[&sessions[i].id].filter.clone().unwrap();
+            assert!(Arc::ptr_eq(&of(0), &of(2)) && Arc::ptr_eq(&of(0), &of(5)));
+            assert!(Arc::ptr_eq(&of(1), &of(4)));
+            assert!(!Arc::ptr_eq(&of(0), &of(1)));
+        }
+        // Replacing a filter pools it too.
+        assert!(hub.set_filter(sessions[3].id, &channel, region("us")));
+        for (region, expected) in [("eu", [0, 2, 5]), ("us", [1, 3, 4])] {
+            let tagged = Message {
+                tags: Tags::from_pairs(vec![("region".into(), region.into())]),
+                ..message("stock", Target::All)
+            };
+            assert_eq!(hub.deliver(&tagged), 3);
+            for (i, session) in sessions.iter_mut().enumerate() {
+                assert_eq!(
+                    session.rx.try_recv().is_ok(),
+                    expected.contains(&i),
+                    "{region} {i}"
+                );
+            }
+        }
+        assert_eq!(hub.deliver(&message("stock", Target::All)), 0);
+    }
+
+    #[test]
+    fn the_filter_pool_forgets_filters_nobody_holds() {
+        let mut pool = FilterPool::default();
+        for i in 0..1000 {
+            let filter = Filter::by_types(vec![format!("t{i}")]).unwrap();
+            drop(pool.intern(Some(Arc::new(filter))));
+        }
+        assert!(pool.pool.len() <= 64, "{}", pool.pool.len());
+        assert_eq!(pool.intern(None), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::broker::{Broker, BrokerError};
+use crate::tags::Tags;
 use crate::UserId;
 
 /// Longest accepted key, in bytes.
@@ -67,9 +68,17 @@ struct Record {
 }
 
 /// The request a key stands for: a digest of channel, type, recipients (in any
-/// order) and the bytes of `data`. Each part is length-prefixed, so no two requests
-/// share a digest by moving bytes between parts.
-pub fn fingerprint(channel: &str, kind: &str, users: Option<&[UserId]>, data: &str) -> String {
+/// order), the bytes of `data` and the tags (in any order). Each part is
+/// length-prefixed, so no two requests share a digest by moving bytes between parts;
+/// untagged requests hash exactly as before tags existed, so keys claimed by older
+/// nodes still match.
+pub fn fingerprint(
+    channel: &str,
+    kind: &str,
+    users: Option<&[UserId]>,
+    data: &str,
+    tags: &Tags,
+) -> String {
     fn part(hash: &mut Sha256, bytes: &[u8]) {
         hash.update((bytes.len() as u64).to_le_bytes());
         hash.update(bytes);
@@ -91,6 +100,13 @@ pub fn fingerprint(channel: &str, kind: &str, users: Option<&[UserId]>, data: &s
         }
     }
     part(&mut hash, data.as_bytes());
+    if !tags.is_empty() {
+        hash.update((tags.len() as u64).to_le_bytes());
+        for (key, value) in tags.iter() {
+            part(&mut hash, key.as_bytes());
+            part(&mut hash, value.as_bytes());
+        }
+    }
     hash.finalize()
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -193,6 +209,55 @@ mod tests {
 
     use super::*;
     use crate::arbitrary::text;
+
+    /// The fingerprint of an untagged request.
+    fn fingerprint(channel: &str, kind: &str, users: Option<&[UserId]>, data: &str) -> String {
+        super::fingerprint(channel, kind, users, data, &Tags::default())
+    }
+
+    fn tags(pairs: &[(&str, &str)]) -> Tags {
+        Tags::from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn untagged_fingerprints_are_what_nodes_before_tags_computed() {
+        // Pinned: keys claimed by older nodes within the window must still match.
+        assert_eq!(
+            fingerprint(
+                "orders",
+                "order_update",
+                Some(&users(&["CORP\\b"])),
+                r#"{"x":1}"#
+            ),
+            "4df7d56a28e9dc815b2ca92d0c8db433a863f6b7c557734db906e3dd7b49ae99"
+        );
+    }
+
+    #[test]
+    fn tags_are_part_of_the_fingerprint_in_any_order() {
+        let tagged = |t: &Tags| super::fingerprint("stock", "level", None, "{}", t);
+        let base = tagged(&tags(&[("region", "eu"), ("sku", "A-1")]));
+        assert_eq!(base, tagged(&tags(&[("sku", "A-1"), ("region", "eu")])));
+        for other in [
+            tagged(&Tags::default()),
+            tagged(&tags(&[("region", "eu")])),
+            tagged(&tags(&[("region", "eu"), ("sku", "A-2")])),
+            tagged(&tags(&[("region", "eusku"), ("", "A-1")])),
+            tagged(&tags(&[("region", "eu"), ("sku", "A-1"), ("x", "")])),
+        ] {
+            assert_ne!(base, other);
+        }
+        // Bytes cannot move from `data` into the tags and keep the digest.
+        assert_ne!(
+            super::fingerprint("stock", "level", None, "{}", &Tags::default()),
+            super::fingerprint("stock", "level", None, "{", &tags(&[("x", "}")])),
+        );
+    }
 
     const WINDOW: Duration = Duration::from_secs(300);
 

@@ -46,6 +46,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod session;
+pub mod tags;
 #[cfg(test)]
 mod testing;
 /// Logs and traces, shared with the operator (the `herald-telemetry` crate).

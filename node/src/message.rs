@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 pub use self::offset::Offset;
 use crate::channels::ChannelConfig;
+use crate::tags::Tags;
 use crate::telemetry::propagation::TraceContext;
 use crate::{ChannelName, UserId};
 
@@ -47,6 +48,8 @@ pub struct Message {
     /// The trace context it was published under, when it arrived traced from another
     /// node: this node's delivery continues that trace.
     pub trace: Option<TraceContext>,
+    /// The publisher's tags, which subscription filters select on (usually none).
+    pub tags: Tags,
 }
 
 /// A local interest the node holds with the broker.

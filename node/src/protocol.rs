@@ -13,8 +13,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::filter::Filter;
-use crate::message::Offset;
+use crate::capped::{self, CappedError};
+use crate::filter::{self, Filter, FilterError, TagCondition};
+use crate::message::{Message, Offset};
+use crate::tags::Tags;
 
 /// A message a client sent, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +29,8 @@ pub enum ClientMessage {
         channels: Vec<String>,
         /// Per-channel offset of the last message the client saw (recovery).
         since: BTreeMap<String, String>,
-        /// `"filter":{"types":[...]}`: only these message types, live and replayed.
+        /// `"filter":{"types":[...],"tags":{"<key>":{"eq":...}|{"in":[...]}}}`: only
+        /// these message types and tag values, live and replayed.
         filter: Option<Filter>,
     },
     /// `{"type":"unsubscribe","channels":[...]}`.
@@ -153,18 +156,79 @@ fn filter(object: &Fields<'_>) -> Result<Option<Filter>, ParseError> {
         return Ok(None);
     };
     let bad = |why: &str| ParseError::BadField(format!("\"filter\" {why}"));
-    let fields: Fields<'_> = serde_json::from_str(raw.get())
-        .map_err(|_| bad("must be an object such as {\"types\":[\"order_update\"]}"))?;
-    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "types") {
+    let fields: Fields<'_> = serde_json::from_str(raw.get()).map_err(|_| {
+        bad("must be an object such as {\"types\":[\"order_update\"],\"tags\":{\"region\":{\"eq\":\"eu\"}}}")
+    })?;
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !matches!(k.as_str(), "types" | "tags"))
+    {
         return Err(bad(&format!(
-            "has an unknown key {unknown:?}; known: types"
+            "has an unknown key {unknown:?}; known: types, tags"
         )));
     }
-    let types = string_list(&fields, "types")
-        .map_err(|_| bad("\"types\" must be an array of message types (strings)"))?;
-    Filter::by_types(types)
+    let types = match fields.get("types").filter(|raw| raw.get() != "null") {
+        None => None,
+        Some(_) => Some(
+            string_list(&fields, "types")
+                .map_err(|_| bad("\"types\" must be an array of message types (strings)"))?,
+        ),
+    };
+    let conditions = match fields.get("tags").filter(|raw| raw.get() != "null") {
+        None => Vec::new(),
+        Some(raw) => tag_conditions(raw)?,
+    };
+    Filter::new(types, conditions)
         .map(Some)
         .map_err(|e| ParseError::BadField(e.to_string()))
+}
+
+/// `"tags":{"<key>":{"eq":"<value>"} | {"in":["<value>",...]},...}`, bounded while
+/// parsing (see [`crate::filter`] for the limits).
+fn tag_conditions(raw: &RawValue) -> Result<Vec<TagCondition>, ParseError> {
+    let shape =
+        "\"filter\".\"tags\" must map tag keys to {\"eq\":\"value\"} or {\"in\":[\"value\",...]}";
+    let members = capped::object(raw.get(), filter::MAX_TAG_CONDITIONS).map_err(|e| match e {
+        CappedError::TooMany(_) => FilterError::TooManyTagConditions.into(),
+        CappedError::Json(_) => ParseError::BadField(shape.into()),
+    })?;
+    if members.is_empty() {
+        return Err(FilterError::NoTagConditions.into());
+    }
+    members
+        .into_iter()
+        .map(|(key, condition)| {
+            let key = key.into_owned();
+            let wrong = || ParseError::BadField(format!("{shape}; {key:?} does not"));
+            let operator = match capped::object(condition.get(), 1).as_deref() {
+                Ok([operator]) => operator.clone(),
+                _ => return Err(wrong()),
+            };
+            let condition = match &*operator.0 {
+                "eq" => TagCondition::eq(key.clone(), typed(operator.1).ok_or_else(wrong)?),
+                "in" => {
+                    let values: Vec<String> =
+                        capped::parse(operator.1.get().as_bytes(), filter::MAX_IN_VALUES).map_err(
+                            |e| match e {
+                                CappedError::TooMany(_) => {
+                                    FilterError::TooManyTagValues(key.clone()).into()
+                                }
+                                CappedError::Json(_) => wrong(),
+                            },
+                        )?;
+                    TagCondition::one_of(key.clone(), values)
+                }
+                _ => return Err(wrong()),
+            };
+            condition.map_err(ParseError::from)
+        })
+        .collect()
+}
+
+impl From<FilterError> for ParseError {
+    fn from(e: FilterError) -> Self {
+        ParseError::BadField(e.to_string())
+    }
 }
 
 fn since_map(object: &Fields<'_>) -> Result<BTreeMap<String, String>, ParseError> {
@@ -300,7 +364,8 @@ impl ServerMessage<'_> {
     }
 }
 
-/// The frame pushed to subscribers: `{"type","data","channel","id","offset"}`.
+/// The frame pushed to subscribers: `{"type","data","channel","id","offset","tags"}`
+/// (`tags` only on tagged messages, so untagged frames are what they always were).
 #[derive(Debug, Serialize)]
 struct Envelope<'a> {
     #[serde(rename = "type")]
@@ -310,22 +375,19 @@ struct Envelope<'a> {
     id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<Offset>,
+    #[serde(skip_serializing_if = "Tags::is_empty")]
+    tags: &'a Tags,
 }
 
 /// Serializes a channel message once; the bytes are then shared by every recipient.
-pub fn envelope(
-    kind: &str,
-    data: &RawValue,
-    channel: &str,
-    id: &str,
-    offset: Option<Offset>,
-) -> Utf8Bytes {
+pub fn envelope(message: &Message) -> Utf8Bytes {
     let text = serde_json::to_string(&Envelope {
-        kind,
-        data,
-        channel,
-        id,
-        offset,
+        kind: &message.kind,
+        data: &message.data,
+        channel: &message.channel,
+        id: &message.id,
+        offset: message.offset,
+        tags: &message.tags,
     })
     .expect("envelopes always serialize");
     Utf8Bytes::from(text)
@@ -451,16 +513,164 @@ mod tests {
         );
     }
 
+    /// A message as the envelope sees it.
+    pub(super) fn message(
+        kind: &str,
+        data: &str,
+        channel: &str,
+        id: &str,
+        offset: Option<Offset>,
+        tags: Tags,
+    ) -> Message {
+        Message {
+            id: id.into(),
+            channel: channel.into(),
+            kind: kind.into(),
+            data: RawValue::from_string(data.into()).unwrap().into(),
+            target: crate::message::Target::All,
+            offset,
+            accepted_at_micros: 0,
+            trace: None,
+            tags,
+        }
+    }
+
     #[test]
     fn envelope_keeps_the_legacy_shape_and_adds_fields() {
-        let data = RawValue::from_string(r#"{"id":7,"title":"hi"}"#.into()).unwrap();
-        let frame = envelope("notification", &data, "notifications", "m1", None);
-        let v: Value = serde_json::from_str(frame.as_str()).unwrap();
-        assert_eq!(v["type"], "notification");
-        assert_eq!(v["data"]["title"], "hi");
-        assert_eq!(v["channel"], "notifications");
-        assert_eq!(v["id"], "m1");
-        assert!(v.get("offset").is_none());
+        let data = r#"{"id":7,"title":"hi"}"#;
+        let m = message(
+            "notification",
+            data,
+            "notifications",
+            "m1",
+            None,
+            Tags::default(),
+        );
+        let frame = envelope(&m);
+        assert_eq!(
+            frame.as_str(),
+            r#"{"type":"notification","data":{"id":7,"title":"hi"},"channel":"notifications","id":"m1"}"#
+        );
+        let tags = Tags::from_pairs(vec![
+            ("sku".into(), "A-1".into()),
+            ("region".into(), "eu".into()),
+        ]);
+        let m = message(
+            "stock",
+            data,
+            "stock",
+            "m2",
+            Some(Offset { ms: 3, seq: 1 }),
+            tags,
+        );
+        assert_eq!(
+            envelope(&m).as_str(),
+            r#"{"type":"stock","data":{"id":7,"title":"hi"},"channel":"stock","id":"m2","offset":"3-1","tags":{"region":"eu","sku":"A-1"}}"#
+        );
+    }
+
+    fn subscribe_filter(filter: Value) -> Result<Option<Filter>, ParseError> {
+        let frame =
+            serde_json::json!({"type": "subscribe", "channels": ["stock"], "filter": filter});
+        match ClientMessage::parse(&frame.to_string())? {
+            ClientMessage::Subscribe { filter, .. } => Ok(filter),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tag_filters_parse_with_or_without_types() {
+        let eq = |k: &str, v: &str| TagCondition::eq(k.into(), v.into()).unwrap();
+        let parsed = subscribe_filter(serde_json::json!({
+            "types": ["stock"],
+            "tags": {"region": {"eq": "eu"}, "sku": {"in": ["B-2", "A-1"]}},
+        }));
+        let expected = Filter::new(
+            Some(vec!["stock".into()]),
+            vec![
+                eq("region", "eu"),
+                TagCondition::one_of("sku".into(), vec!["A-1".into(), "B-2".into()]).unwrap(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(parsed, Ok(Some(expected)));
+        let tags_only =
+            subscribe_filter(serde_json::json!({"tags": {"who": {"eq": "CORP\\alice"}}}));
+        let expected = Filter::new(None, vec![eq("who", "CORP\\alice")]).unwrap();
+        assert_eq!(tags_only, Ok(Some(expected.clone())));
+        let null_types = subscribe_filter(
+            serde_json::json!({"types": null, "tags": {"who": {"eq": "CORP\\alice"}}}),
+        );
+        assert_eq!(null_types, Ok(Some(expected)));
+    }
+
+    #[test]
+    fn malformed_tag_filters_are_refused_with_a_reason() {
+        let many: serde_json::Map<String, Value> = (0..=filter::MAX_TAG_CONDITIONS)
+            .map(|i| (format!("k{i}"), serde_json::json!({"eq": "v"})))
+            .collect();
+        let long_in: Vec<String> = (0..=filter::MAX_IN_VALUES).map(|i| i.to_string()).collect();
+        for (bad, says) in [
+            (serde_json::json!({}), "must hold"),
+            (serde_json::json!({"types": null}), "must hold"),
+            (serde_json::json!({"tags": {}}), "at least one condition"),
+            (serde_json::json!({"tags": []}), "must map tag keys"),
+            (
+                serde_json::json!({"tags": {"region": "eu"}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"eq": "eu", "in": ["us"]}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"ne": "eu"}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"eq": 5}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"in": "eu"}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"in": [1]}}}),
+                "must map tag keys",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"in": []}}}),
+                "at least one value",
+            ),
+            (
+                serde_json::json!({"tags": {"region": {"in": long_in}}}),
+                "more than",
+            ),
+            (serde_json::json!({"tags": many}), "more than"),
+            (
+                serde_json::json!({"tags": {"CORP\\alice": {"eq": "x"}}}),
+                "bytes of",
+            ),
+            (
+                serde_json::json!({"tags": {"a": {"eq": "x".repeat(300)}}}),
+                "longer than",
+            ),
+            (
+                serde_json::json!({"types": ["a"], "tag": {}}),
+                "unknown key",
+            ),
+        ] {
+            let error = subscribe_filter(bad.clone()).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        let repeated = r#"{"type":"subscribe","channels":["s"],"filter":{"tags":{"a":{"eq":"1"},"a":{"eq":"2"}}}}"#;
+        let error = ClientMessage::parse(repeated).unwrap_err().to_string();
+        assert!(error.contains("two conditions"), "{error}");
     }
 
     #[test]
@@ -575,11 +785,15 @@ mod properties {
         fn envelopes_are_json_carrying_the_same_strings(
             kind in text(), channel in text(), id in text(),
             offset in proptest::option::of(any::<(u64, u64)>()), inner in text(),
+            tags in btree_map(text(), text(), 0..4),
         ) {
             let data = json!({"title": inner});
-            let raw = RawValue::from_string(data.to_string()).unwrap();
             let offset = offset.map(|(ms, seq)| Offset { ms, seq });
-            let frame = envelope(&kind, &raw, &channel, &id, offset);
+            let pairs = tags.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect();
+            let m = super::tests::message(
+                &kind, &data.to_string(), &channel, &id, offset, Tags::from_pairs(pairs),
+            );
+            let frame = envelope(&m);
             let v: Value = serde_json::from_str(frame.as_str()).unwrap();
             prop_assert_eq!(&v["type"], &json!(kind));
             prop_assert_eq!(&v["data"], &data);
@@ -587,6 +801,11 @@ mod properties {
             prop_assert_eq!(&v["id"], &json!(id));
             let text = offset.map(|o| o.to_string());
             prop_assert_eq!(v.get("offset").and_then(Value::as_str), text.as_deref());
+            if tags.is_empty() {
+                prop_assert!(v.get("tags").is_none());
+            } else {
+                prop_assert_eq!(&v["tags"], &json!(tags));
+            }
         }
     }
 }

@@ -156,3 +156,36 @@ async fn a_key_is_free_again_after_the_window() {
     assert_eq!(status, 200, "{again}");
     assert_ne!(again["id"], first["id"]);
 }
+
+#[tokio::test]
+async fn tags_are_part_of_the_request_a_key_stands_for() {
+    let node = TestNode::start(&[]);
+    let mut client = node.connect("CORP\\alice").await;
+    let tagged = |tags: Value| {
+        let mut body = order("CORP\\alice", 1);
+        body["tags"] = tags;
+        body
+    };
+    let (status, first) = node
+        .publish(&tagged(json!({"region": "eu", "who": "CORP\\alice"})))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    // The same tags in another order are the same request.
+    let (status, repeat) = node
+        .publish(&tagged(json!({"who": "CORP\\alice", "region": "eu"})))
+        .await;
+    assert_eq!(status, 200, "{repeat}");
+    assert_eq!(repeat["duplicate"], true);
+    assert_eq!(repeat["id"], first["id"]);
+    for different in [
+        json!({"region": "us", "who": "CORP\\alice"}),
+        json!({"region": "eu"}),
+        json!({"region": "eu", "who": "CORP\\alice", "x": ""}),
+        json!(null),
+    ] {
+        let (status, body) = node.publish(&tagged(different.clone())).await;
+        assert_eq!(status, 422, "{different}: {body}");
+        assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    }
+    assert_eq!(count_orders(&mut client).await, vec![json!(1)]);
+}

@@ -10,7 +10,7 @@ import { Emitter, report } from "./emitter.js";
 import { HeraldError } from "./errors.js";
 import { compareOffsets, isOffset } from "./offset.js";
 import { backoffDefaults, closeAction, delayFor, type BackoffOptions, type CloseAction } from "./policy.js";
-import { Subscription, type AckMode, type Publication, type SubscribeOptions } from "./subscription.js";
+import { Subscription, type AckMode, type Publication, type SubscribeOptions, type TagCondition } from "./subscription.js";
 
 /** The part of the WebSocket API the SDK uses (browsers, Node 22+, or the `ws` package). */
 export interface WebSocketLike {
@@ -184,13 +184,15 @@ export class HeraldClient extends Emitter<ClientEvents> {
     if (types !== undefined && (!types.length || types.length > 16 || types.some((t) => typeof t !== "string" || !t.length))) {
       throw new TypeError("subscribe: `types` must list 1-16 message types (non-empty strings)");
     }
+    const tags = tagConditions(options.tags);
     let sub = this.subs.get(channel) as Subscription<T> | undefined;
     if (!sub) {
-      sub = new Subscription<T>(this, channel, ack, types);
+      sub = new Subscription<T>(this, channel, ack, types, tags);
       this.subs.set(channel, sub);
-    } else if (JSON.stringify(sub.types) !== JSON.stringify(types)) {
+    } else if (JSON.stringify([sub.types, sub.tags]) !== JSON.stringify([types, tags])) {
       // A new filter: the node replaces it on the next subscribe.
       sub.types = types;
+      sub.tags = tags;
       if (sub.state === "subscribed") this.queueSubscribe(channel);
     }
     this.left.delete(channel);
@@ -451,6 +453,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
       data: msg.data,
       id: typeof msg.id === "string" ? msg.id : undefined,
       offset,
+      tags: isTags(msg.tags) ? msg.tags : undefined,
       frame: msg,
       ack: () => {
         if (channel !== undefined && offset) this.queueAck(channel, offset);
@@ -508,11 +511,13 @@ export class HeraldClient extends Emitter<ClientEvents> {
     // One subscribe frame carries one filter: group the channels by theirs.
     const groups = new Map<string, string[]>();
     for (const channel of all) {
-      const key = JSON.stringify(this.subs.get(channel)?.types ?? null);
+      const sub = this.subs.get(channel);
+      const filter = sub && (sub.types || sub.tags) ? { ...(sub.types ? { types: sub.types } : {}), ...(sub.tags ? { tags: sub.tags } : {}) } : null;
+      const key = JSON.stringify(filter);
       groups.set(key, [...(groups.get(key) ?? []), channel]);
     }
     for (const [key, group] of groups) {
-      const types = JSON.parse(key) as string[] | null;
+      const filter = JSON.parse(key) as Record<string, unknown> | null;
       for (let i = 0; i < group.length; i += size) {
         const channels = group.slice(i, i + size);
         const since: Record<string, string> = {};
@@ -524,7 +529,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
           type: "subscribe",
           channels,
           ...(Object.keys(since).length ? { since } : {}),
-          ...(types ? { filter: { types } } : {}),
+          ...(filter ? { filter } : {}),
         });
       }
     }
@@ -571,4 +576,32 @@ export class HeraldClient extends Emitter<ClientEvents> {
   private clearAll(): void {
     for (const name in this.timers) if (name !== "ack") this.clear(name);
   }
+}
+
+const TAG_KEY = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/** `subscribe()`'s `tags` option as protocol conditions (keys and `in` values sorted), or why not. */
+function tagConditions(tags: Record<string, string | string[]> | undefined): Record<string, TagCondition> | undefined {
+  if (tags === undefined) return undefined;
+  const bad = () => new TypeError("subscribe: `tags` must map 1-8 keys (1-64 of A-Z a-z 0-9 _ . : -) to a string or an array of 1-32 strings");
+  if (tags === null || typeof tags !== "object" || Array.isArray(tags)) throw bad();
+  const keys = Object.keys(tags).sort();
+  if (!keys.length || keys.length > 8 || keys.some((k) => !TAG_KEY.test(k))) throw bad();
+  const out: Record<string, TagCondition> = {};
+  for (const key of keys) {
+    const value = tags[key];
+    if (typeof value === "string") {
+      out[key] = { eq: value };
+    } else if (Array.isArray(value) && value.length && value.length <= 32 && value.every((v) => typeof v === "string")) {
+      out[key] = { in: [...new Set(value)].sort() };
+    } else {
+      throw bad();
+    }
+  }
+  return out;
+}
+
+/** Whether a frame's `tags` is an object of strings. */
+function isTags(value: unknown): value is Record<string, string> {
+  return value !== null && typeof value === "object" && !Array.isArray(value) && Object.values(value).every((v) => typeof v === "string");
 }

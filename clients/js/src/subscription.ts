@@ -15,6 +15,8 @@ export interface Publication<T = unknown> {
   id?: string;
   /** The history offset, on channels with history. */
   offset?: string;
+  /** The publisher's tags, when the message has any. */
+  tags?: Record<string, string>;
   /** The whole frame as received. */
   frame: Record<string, unknown>;
   /**
@@ -42,7 +44,17 @@ export interface SubscribeOptions {
    * Calling `subscribe()` again with other types (or none) replaces the filter.
    */
   types?: string[];
+  /**
+   * Only messages with these tags: a string asks for that value, an array for one of
+   * its values; a message must match every key (the node filters; 1-8 keys of 1-64
+   * `A-Z a-z 0-9 _ . : -`, arrays of 1-32 strings). Combines with `types`; calling
+   * `subscribe()` again with other tags (or none) replaces the filter.
+   */
+  tags?: Record<string, string | string[]>;
 }
+
+/** A tag condition as the protocol sends it. */
+export type TagCondition = { eq: string } | { in: string[] };
 
 /** Events of a `Subscription` whose messages carry data of type `T`. */
 export interface SubscriptionEvents<T = unknown> {
@@ -77,17 +89,20 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   readonly ack: AckMode;
   /** The message types the node sends for this subscription; `undefined`: all. */
   types: string[] | undefined;
+  /** The tag conditions the node applies, keys sorted; `undefined`: none. */
+  tags: Record<string, TagCondition> | undefined;
   /** `pending` until the server confirms; `refused` after a refusal (not retried until `subscribe()` is called again). */
   state: SubscriptionState = "pending";
   private host: SubscriptionHost;
 
   /** @internal created by `HeraldClient.subscribe`. */
-  constructor(host: SubscriptionHost, channel: string, ack: AckMode, types?: string[]) {
+  constructor(host: SubscriptionHost, channel: string, ack: AckMode, types?: string[], tags?: Record<string, TagCondition>) {
     super();
     this.host = host;
     this.channel = channel;
     this.ack = ack;
     this.types = types;
+    this.tags = tags;
   }
 
   /** The offset of the newest message delivered on this channel, if any. */

@@ -125,6 +125,7 @@ def test_max_retries_zero_disables_retries(make_publisher, fake):
         (422, "users_required", E.UsersRequiredError),
         (422, "invalid_user", E.InvalidUserError),
         (422, "data_too_deep", E.DataTooDeepError),
+        (422, "invalid_tags", E.InvalidTagsError),
         (422, "idempotency_key_reused", E.IdempotencyKeyReusedError),
         (422, "something_new", E.UnprocessableError),
         (500, "internal", E.ServerError),
@@ -235,6 +236,17 @@ def test_hostile_values_arrive_byte_for_byte(make_publisher, fake):
         (dict(idempotency_key="🦀" * 33), "this one is 132"),
         (dict(idempotency_key="\udc00"), "lone surrogate"),
         (dict(idempotency_key=42), "must be a string"),
+        (dict(tags=["region", "eu"]), "tags must be a dict"),
+        (dict(tags={"region": 5}), "must have a string value"),
+        (dict(tags={"region": None}), "must have a string value"),
+        (dict(tags={"": "eu"}), "1 to 64 characters"),
+        (dict(tags={"k" * 65: "eu"}), "1 to 64 characters"),
+        (dict(tags={"CORP\\alice": "eu"}), "1 to 64 characters"),
+        (dict(tags={"rеgion": "eu"}), "1 to 64 characters"),  # Cyrillic "е"
+        (dict(tags={5: "eu"}), "1 to 64 characters"),
+        (dict(tags={"region": "é" * 129}), "258 bytes"),
+        (dict(tags={"region": "\ud800"}), "lone surrogate"),
+        (dict(tags={f"k{i}": "v" for i in range(17)}), "at most 16"),
     ],
 )
 def test_bad_messages_are_refused_before_sending(make_publisher, fake, kwargs, fragment):
@@ -246,6 +258,27 @@ def test_bad_messages_are_refused_before_sending(make_publisher, fake, kwargs, f
     assert fragment in info.value.message
     assert isinstance(info.value, ValueError)
     assert fake.requests == []
+
+
+def test_tags_are_sent_byte_for_byte_and_only_when_given(make_publisher, fake):
+    pub = make_publisher()
+    tags = {"region": "eu", "who": 'CORP\\alice "🦀"', "sku.v2:x-y_z": "", "long": "é" * 128}
+    pub.publish("stocks", "price", {"n": 1}, tags=tags)
+    pub.publish("stocks", "price", {"n": 2})
+    pub.publish("stocks", "price", {"n": 3}, tags={})
+    first, untagged, empty = fake.requests
+    assert first.body["tags"] == tags
+    assert "tags" not in untagged.body and "tags" not in empty.body
+    message = Message("stocks", "price", {}, tags={f"k{i}": "v" for i in range(16)})
+    assert message.to_json()["tags"] == {f"k{i}": "v" for i in range(16)}
+
+
+def test_a_tagged_batch_keeps_each_items_tags(make_publisher, fake):
+    pub = make_publisher()
+    pub.publish_many([Message("stocks", "price", {"n": i}, tags={"region": r}) for i, r in enumerate(["eu", "us"])]
+                     + [Message("stocks", "price", {"n": 2})])
+    [seen] = fake.requests
+    assert [item.get("tags") for item in seen.body] == [{"region": "eu"}, {"region": "us"}, None]
 
 
 def test_a_128_byte_key_is_accepted(make_publisher, fake):

@@ -169,6 +169,11 @@ pub struct LoadArgs {
     /// --find-max: highest rate tried.
     #[arg(long, default_value_t = 1_000_000.0)]
     pub max_rate: f64,
+    /// Broadcast, Herald only: tag every message `{"half":"even"|"odd"}` and subscribe
+    /// every K-th client (0, K, 2K…) through the tag filter `{"half":{"eq":"even"}}`, so
+    /// those receive half the messages [default: 0, untagged and unfiltered].
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub filter_every: usize,
 }
 
 #[cfg(test)]

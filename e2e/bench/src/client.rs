@@ -45,9 +45,15 @@ pub fn small_ws_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
-/// Opens `user`'s connection from `source` and completes the subscribe handshake.
+/// Opens `user`'s (client `index`'s) connection from `source` and completes the subscribe
+/// handshake.
 /// Returns the socket and the time from TCP connect to the `101` response.
-pub async fn open(cfg: &ClientConfig, user: &str, source: IpAddr) -> Result<(Ws, Duration)> {
+pub async fn open(
+    cfg: &ClientConfig,
+    index: usize,
+    user: &str,
+    source: IpAddr,
+) -> Result<(Ws, Duration)> {
     let target = cfg.target.ws_target(user)?;
     let mut request = target.url.as_str().into_client_request()?;
     for (name, value) in &target.headers {
@@ -75,7 +81,7 @@ pub async fn open(cfg: &ClientConfig, user: &str, source: IpAddr) -> Result<(Ws,
             .context("websocket upgrade")?;
     let upgraded = started.elapsed();
 
-    let frames = cfg.target.handshake(cfg.stream, user)?;
+    let frames = cfg.target.handshake(cfg.stream, index, user)?;
     for frame in &frames {
         ws.send(Message::text(frame.as_str())).await?;
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::adapter::{Stream, Target, TargetSpec};
+use super::adapter::{Stream, TagFilter, Target, TargetSpec};
 use super::cli::{Common, LoadArgs, Scenario};
 use super::ipc::{user_name, Command, ConnectReport, Event, WorkerSpec};
 use super::net::{auto_processes, auto_source_ips, conns_per_process, ensure_loopback, fd_limit};
@@ -61,6 +61,12 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
     if load.is_some() && common.api_key.is_none() {
         bail!("publishing needs --api-key (or HERALD_API_KEY)");
     }
+    let tag_filter_every = load.map_or(0, |l| l.filter_every);
+    if tag_filter_every > 0
+        && (stream != Stream::Broadcast || common.target != crate::adapter::TargetKind::Herald)
+    {
+        bail!("--filter-every applies to the Herald broadcast only");
+    }
     let spec = TargetSpec {
         kind: common.target,
         ws_addr,
@@ -68,6 +74,7 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
         jwt_secret: common.jwt_secret.clone().unwrap_or_default(),
         api_key: common.api_key.clone().unwrap_or_default(),
         token_ttl_secs: common.timeout.as_secs() + 3600,
+        tag_filter_every,
     };
     let target = spec.build()?;
 
@@ -184,6 +191,7 @@ pub async fn run(common: &Common, scenario: &Scenario) -> Result<Report> {
             args,
             watch,
             recipients: Arc::new(recipients),
+            connections: n,
             next_run: 1,
         };
         let rate = args.rate.unwrap_or(match stream {
@@ -378,6 +386,8 @@ struct LoadRunner<'a> {
     args: &'a LoadArgs,
     watch: CpuWatch,
     recipients: Arc<Vec<String>>,
+    /// Clients started (`-n`), for the tag-filtered expectation.
+    connections: usize,
     next_run: u32,
 }
 
@@ -409,9 +419,12 @@ impl LoadRunner<'_> {
         let cpu_before = self.watch.read()?;
         let publish_start = now_micros();
         let outcome = publisher::publish(self.target.clone(), &self.publish_addrs, &plan).await?;
-        let expected = match self.stream {
-            Stream::Broadcast => outcome.accepted * clients,
-            Stream::Personal => outcome.accepted,
+        let expected = match (self.stream, TagFilter::from_every(self.args.filter_every)) {
+            (Stream::Broadcast, None) => outcome.accepted * clients,
+            (Stream::Broadcast, Some(filter)) => {
+                filter.expected(outcome.accepted, clients, self.connections)
+            }
+            (Stream::Personal, _) => outcome.accepted,
         };
         self.drain(expected).await?;
         let cpu_after = self.watch.read()?;

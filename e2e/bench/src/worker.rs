@@ -173,7 +173,7 @@ async fn connect_all(
         attempts.spawn(async move {
             let _permit = permit;
             let begun = Instant::now();
-            match tokio::time::timeout(timeout, client::open(&cfg, &user, source)).await {
+            match tokio::time::timeout(timeout, client::open(&cfg, global, &user, source)).await {
                 Ok(Ok((ws, took))) => {
                     let ready = begun.elapsed();
                     recorder.connected();

@@ -308,6 +308,7 @@ mod tests {
             offset: None,
             accepted_at_micros: 0,
             trace: None,
+            tags: Default::default(),
         }
     }
 

@@ -5,9 +5,10 @@
 //! the offset is only known once the stream entry exists.
 //!
 //! A traced publish adds its W3C trace context (`p`: traceparent, `s`: tracestate),
-//! so the nodes that deliver the message continue the publisher's trace. Both keys
-//! are optional: entries written before they existed decode without a trace, and
-//! decoders ignore keys they do not know.
+//! so the nodes that deliver the message continue the publisher's trace. A tagged
+//! message adds its tags (`g`: an object of strings). These keys are optional:
+//! entries written before they existed decode without a trace or tags, and decoders
+//! ignore keys they do not know.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::message::{Message, Offset, Target};
+use crate::tags::Tags;
 use crate::telemetry::propagation::TraceContext;
 use crate::ChannelName;
 
@@ -50,6 +52,13 @@ struct Wire<'a> {
     /// W3C `tracestate` of the publish, when it has one.
     #[serde(borrow, skip_serializing_if = "Option::is_none", default)]
     s: Option<Cow<'a, str>>,
+    /// The publisher's tags, when it gave any (read without the publish limits).
+    #[serde(skip_serializing_if = "no_tags", default)]
+    g: Cow<'a, Tags>,
+}
+
+fn no_tags(tags: &Tags) -> bool {
+    tags.is_empty()
 }
 
 /// Why a payload or history entry could not be read back into a message.
@@ -99,6 +108,7 @@ pub fn encode(message: &Message, origin: &str, trace: Option<&TraceContext>) -> 
         o: Cow::Borrowed(origin),
         p: trace.map(|t| Cow::Borrowed(&*t.traceparent)),
         s: trace.and_then(|t| t.tracestate.as_deref().map(Cow::Borrowed)),
+        g: Cow::Borrowed(&message.tags),
     })
     .expect("messages always serialize")
 }
@@ -118,6 +128,7 @@ pub fn decode(text: &str, offset: Option<Offset>) -> Result<(Message, String), D
             traceparent: traceparent.into(),
             tracestate: wire.s.map(Into::into),
         }),
+        tags: wire.g.into_owned(),
     };
     Ok((message, wire.o.into_owned()))
 }
@@ -143,6 +154,7 @@ mod tests {
             offset: None,
             accepted_at_micros: 7,
             trace: None,
+            tags: Default::default(),
         }
     }
 
@@ -183,6 +195,10 @@ mod tests {
                 id: text.into(),
                 kind: format!("note{text}").into(),
                 target: Target::User(text.into()),
+                tags: Tags::from_pairs(vec![
+                    (text.into(), text.into()),
+                    (format!("k{text}").into(), format!("{text}v").into()),
+                ]),
                 ..message()
             };
             let payload = format!("9-3 {}", encode(&sent, text, Some(&trace)));
@@ -195,6 +211,11 @@ mod tests {
             assert_eq!(got.target, Target::User(text.into()));
             assert_eq!(got.trace, Some(trace));
             assert_eq!(got.offset, Some(Offset { ms: 9, seq: 3 }));
+            assert_eq!(got.tags, sent.tags);
+            assert_eq!(
+                got.tags.get(&format!("k{text}")),
+                Some(&*format!("{text}v"))
+            );
         }
     }
 
@@ -256,6 +277,43 @@ mod tests {
         assert_eq!(origin, "node-old");
         assert_eq!(&*decoded.id, "m0");
         assert_eq!(decoded.trace, None);
+        assert!(decoded.tags.is_empty());
+    }
+
+    #[test]
+    fn tags_travel_only_when_the_message_has_them() {
+        let text = encode(&message(), "node-a", None);
+        assert!(!text.contains(r#""g":"#), "{text}");
+        let tagged = Message {
+            tags: Tags::from_pairs(vec![
+                ("sku".into(), "A-1".into()),
+                ("region".into(), "eu".into()),
+            ]),
+            ..message()
+        };
+        let text = encode(&tagged, "node-a", None);
+        assert!(
+            text.ends_with(r#","g":{"region":"eu","sku":"A-1"}}"#),
+            "{text}"
+        );
+        assert_eq!(decode(&text, None).unwrap().0.tags, tagged.tags);
+    }
+
+    #[test]
+    fn tags_past_the_publish_limits_still_decode() {
+        // A newer node may allow more or longer tags: its history must stay readable.
+        let many: Vec<String> = (0..40)
+            .map(|i| format!(r#""k{i} x":"{}""#, "v".repeat(300)))
+            .collect();
+        let newer = format!(
+            r#"{{"i":"m","c":"c","t":"t","d":{{}},"a":1,"o":"n","g":{{{}}}}}"#,
+            many.join(",")
+        );
+        let (decoded, _) = decode(&newer, None).unwrap();
+        assert_eq!(decoded.tags.len(), 40);
+        assert_eq!(decoded.tags.get("k7 x"), Some(&*"v".repeat(300)));
+        let not_strings = r#"{"i":"m","c":"c","t":"t","d":{},"a":1,"o":"n","g":{"k":1}}"#;
+        assert_eq!(decode(not_strings, None).unwrap_err().reason(), "data");
     }
 
     #[test]
@@ -280,7 +338,11 @@ mod properties {
             origin in text(), data in text(), traceparent in proptest::option::of(text()),
             tracestate in proptest::option::of(text()), accepted in any::<u64>(),
             offset in proptest::option::of((any::<u64>(), any::<u64>())),
+            tags in proptest::collection::vec((text(), text()), 0..5),
         ) {
+            let tags = Tags::from_pairs(
+                tags.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect(),
+            );
             let data = serde_json::json!({ "s": data, "n": [1, null] }).to_string();
             let trace = traceparent.map(|traceparent| TraceContext {
                 traceparent: traceparent.into(),
@@ -295,6 +357,7 @@ mod properties {
                 offset: None,
                 accepted_at_micros: accepted,
                 trace: trace.clone(),
+                tags: tags.clone(),
             };
             let offset = offset.map(|(ms, seq)| Offset { ms, seq });
             let payload = format!(
@@ -314,6 +377,7 @@ mod properties {
             prop_assert_eq!(got.offset, offset);
             prop_assert_eq!(got.accepted_at_micros, accepted);
             prop_assert_eq!(got.trace, trace);
+            prop_assert_eq!(got.tags, tags);
         }
     }
 }

@@ -202,6 +202,7 @@ mod tests {
             offset: Some(Offset { ms, seq: 0 }),
             accepted_at_micros: 0,
             trace: None,
+            tags: Default::default(),
         })
     }
 

@@ -98,6 +98,7 @@ async fn publish(test: &TestNode, channel: &str, target: Target, n: u32) -> Opti
         offset: None,
         accepted_at_micros: unix_micros(),
         trace: None,
+        tags: Default::default(),
     };
     let stored = test
         .node

@@ -38,3 +38,12 @@ client.subscribe("tasks", { ack: "sometimes" });
 client.on("message", () => {});
 // @ts-expect-error: url is required
 new HeraldClient({ token: "t" });
+
+// Tag filters: a value or a list of values per key; tags arrive as strings.
+const eu = client.subscribe("stock", { types: ["stock_level"], tags: { region: "eu", sku: ["A-1", "B-2"] } });
+eu.on("publication", (p) => {
+  const region: string | undefined = p.tags?.region;
+  void region;
+});
+// @ts-expect-error: tag values are strings
+client.subscribe("stock", { tags: { level: 5 } });

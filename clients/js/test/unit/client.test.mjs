@@ -597,3 +597,27 @@ test("types: the subscribe carries the filter, resumes keep it, a new filter is 
   assert.throws(() => c.subscribe("other", { types: [7] }), /types/);
   assert.throws(() => c.subscribe("other", { types: Array.from({ length: 17 }, (_, i) => `t${i}`) }), /types/);
 });
+
+test("tags: the subscribe carries the tag filter with the types, a new one is sent at once, publications expose tags", async () => {
+  const c = client();
+  const who = 'CORP\\alice "😀"';
+  const stock = c.subscribe("stock", { types: ["level"], tags: { sku: ["B-2", who, "B-2"], region: "eu" } });
+  c.connect();
+  const conn = await server.connection(0);
+  const frame = await conn.next((f) => f.type === "subscribe" && f.channels.includes("stock"));
+  assert.deepEqual(frame.filter, { types: ["level"], tags: { region: { eq: "eu" }, sku: { in: ["B-2", who].sort() } } });
+  assert.deepEqual(Object.keys(frame.filter.tags), ["region", "sku"], "keys sorted");
+  await until(() => stock.state === "subscribed");
+  conn.send({ type: "level", channel: "stock", id: "t1", offset: "1700000000000-1", data: { n: 1 }, tags: { region: "eu", sku: who } });
+  const tagged = await next(stock, "publication");
+  assert.deepEqual(tagged.tags, { region: "eu", sku: who });
+  conn.send({ type: "level", channel: "stock", id: "t2", offset: "1700000000000-2", data: { n: 2 } });
+  assert.equal((await next(stock, "publication")).tags, undefined);
+  c.subscribe("stock", { tags: { region: "us" } });
+  const changed = await conn.next((f) => f.type === "subscribe" && f.filter && f.filter.tags && f.filter.tags.region.eq === "us");
+  assert.deepEqual(changed.filter, { tags: { region: { eq: "us" } } }, "types dropped with the new filter");
+  for (const bad of [{}, { "a b": "x" }, { [`k${"x".repeat(64)}`]: "x" }, { "CORP\\alice": "x" }, { region: 5 }, { region: [] },
+    { region: Array.from({ length: 33 }, (_, i) => `${i}`) }, Object.fromEntries(Array.from({ length: 9 }, (_, i) => [`k${i}`, "v"])), ["region"], null]) {
+    assert.throws(() => c.subscribe("other", { tags: bad }), /tags/, JSON.stringify(bad));
+  }
+});

@@ -29,6 +29,7 @@ from .errors import (
     IdempotencyKeyReusedError,
     InvalidIdempotencyKeyError,
     InvalidMessageError,
+    InvalidTagsError,
     InvalidUserError,
     NotFoundError,
     PayloadTooLargeError,
@@ -51,7 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError", "AsyncPublisher", "BadRequestError", "BatchItem", "BrokerUnavailableError", "ClientError",
     "ConfigurationError", "DataNotObjectError", "DataTooDeepError", "HeraldError", "IdempotencyKeyReusedError",
-    "InvalidIdempotencyKeyError", "InvalidMessageError", "InvalidUserError", "MAX_BATCH", "MAX_BODY_BYTES",
+    "InvalidIdempotencyKeyError", "InvalidMessageError", "InvalidTagsError", "InvalidUserError", "MAX_BATCH", "MAX_BODY_BYTES",
     "Message", "NotFoundError", "PayloadTooLargeError", "Publisher", "PublishResult", "RateLimitedError",
     "RetryPolicy", "ServerError", "TooManyMessagesError", "TooManyUsersError", "TransportError",
     "TypeNotAllowedError", "UnauthorizedError", "UnknownChannelError", "UnmappedGroupError", "UnprocessableError",

@@ -31,6 +31,11 @@ MAX_BATCH = 1000
 MAX_BODY_BYTES = 1024 * 1024
 #: Herald's limit on an idempotency key, in UTF-8 bytes.
 MAX_KEY_BYTES = 128
+#: Herald's limits on a message's tags: how many, key and value length in UTF-8 bytes.
+MAX_TAGS = 16
+MAX_TAG_KEY_BYTES = 64
+MAX_TAG_VALUE_BYTES = 256
+_TAG_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
 PUBLISH_PATH = "/api/v1/publish"
 
 
@@ -70,12 +75,43 @@ def _check_users(users: object) -> tuple[str, ...] | None:
     return tuple(out)
 
 
+def _check_tags(tags: object) -> dict[str, str] | None:
+    """Herald's tag limits, checked before anything is sent (the node checks them too)."""
+    if tags is None:
+        return None
+    if not isinstance(tags, Mapping):
+        raise InvalidMessageError(f"tags must be a dict of strings, not {type(tags).__name__}", code="invalid_tags")
+    if len(tags) > MAX_TAGS:
+        raise InvalidMessageError(f"tags holds {len(tags)} tags; at most {MAX_TAGS} are allowed", code="invalid_tags")
+    out: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_TAG_KEY_BYTES or not set(key) <= _TAG_KEY_CHARS:
+            raise InvalidMessageError(
+                f"tag key {key!r} must be 1 to {MAX_TAG_KEY_BYTES} characters of A-Z a-z 0-9 _ . : -",
+                code="invalid_tags",
+            )
+        if not isinstance(value, str):
+            raise InvalidMessageError(f"tag {key!r} must have a string value, not {value!r}", code="invalid_tags")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidMessageError(f"tag {key!r} is not valid Unicode (lone surrogate)", code="invalid_tags") from None
+        if size > MAX_TAG_VALUE_BYTES:
+            raise InvalidMessageError(
+                f"tag {key!r} has a value of {size} bytes; at most {MAX_TAG_VALUE_BYTES} are allowed",
+                code="invalid_tags",
+            )
+        out[key] = value
+    return out or None
+
+
 @dataclass(frozen=True)
 class Message:
     """One publish: ``data`` (a JSON object) of ``type`` on ``channel``, to ``users`` (per-user
     channels) or every subscriber (broadcast channels, ``users=None``).
 
-    ``idempotency_key`` defaults to a new uuid4. Keep the ``Message`` to retry it later:
+    ``tags`` (at most 16 short strings, e.g. ``{"region": "eu"}``) let subscribers filter
+    on the node; ``idempotency_key`` defaults to a new uuid4. Keep the ``Message`` to retry it later:
     Herald answers a repeat within its window (5 minutes by default) with the original
     result and delivers nothing again.
     """
@@ -85,6 +121,7 @@ class Message:
     data: Mapping[str, Any]
     users: Sequence[str] | None = None
     idempotency_key: str = field(default_factory=new_idempotency_key)
+    tags: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("channel", "type"):
@@ -95,12 +132,15 @@ class Message:
             raise InvalidMessageError(f"data must be a JSON object (a dict), not {type(self.data).__name__}")
         object.__setattr__(self, "users", _check_users(self.users))
         _check_key(self.idempotency_key)
+        object.__setattr__(self, "tags", _check_tags(self.tags))
 
     def to_json(self) -> dict[str, Any]:
         """The request object Herald expects for this message."""
         body: dict[str, Any] = {"channel": self.channel, "type": self.type, "data": dict(self.data)}
         if self.users is not None:
             body["users"] = list(self.users)
+        if self.tags is not None:
+            body["tags"] = dict(self.tags)
         body["idempotency_key"] = self.idempotency_key
         return body
 

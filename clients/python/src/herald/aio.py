@@ -202,10 +202,11 @@ class AsyncPublisher(_Options[_Connection]):
         *,
         users: Sequence[str | int] | None = None,
         idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> PublishResult:
         """Publishes one message; see :meth:`herald.Publisher.publish`."""
         extra = {"idempotency_key": idempotency_key} if idempotency_key is not None else {}
-        return await self.send(Message(channel, type, data, users, **extra))  # type: ignore[arg-type]
+        return await self.send(Message(channel, type, data, users, tags=tags, **extra))  # type: ignore[arg-type]
 
     async def send(self, message: Message) -> PublishResult:
         """Publishes a prepared :class:`Message`."""

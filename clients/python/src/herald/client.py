@@ -90,11 +90,13 @@ class Publisher(_Options[http.client.HTTPConnection]):
         *,
         users: Sequence[str | int] | None = None,
         idempotency_key: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> PublishResult:
         """Publishes one message and returns Herald's result; raises an
-        :class:`~herald.errors.APIError` subclass for a refusal."""
+        :class:`~herald.errors.APIError` subclass for a refusal. ``tags`` (a dict of short
+        strings) let subscribers filter on the node; see :class:`Message` for the limits."""
         extra = {"idempotency_key": idempotency_key} if idempotency_key is not None else {}
-        return self.send(Message(channel, type, data, users, **extra))  # type: ignore[arg-type]
+        return self.send(Message(channel, type, data, users, tags=tags, **extra))  # type: ignore[arg-type]
 
     def send(self, message: Message) -> PublishResult:
         """Publishes a prepared :class:`Message` (keep it to retry with the same key)."""

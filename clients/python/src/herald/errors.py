@@ -122,6 +122,10 @@ class DataTooDeepError(UnprocessableError):
     default_code = "data_too_deep"
 
 
+class InvalidTagsError(UnprocessableError):
+    default_code = "invalid_tags"
+
+
 class IdempotencyKeyReusedError(UnprocessableError):
     default_code = "idempotency_key_reused"
 
@@ -156,6 +160,7 @@ _BY_CODE: dict[str, type[APIError]] = {
         TooManyUsersError,
         TypeNotAllowedError,
         DataNotObjectError,
+        InvalidTagsError,
         UsersRequiredError,
         InvalidUserError,
         DataTooDeepError,

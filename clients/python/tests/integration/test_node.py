@@ -43,6 +43,27 @@ def test_sync_publish_reaches_only_the_named_user(node: Node):
     asyncio.run(scenario())
 
 
+def test_tags_reach_the_subscriber_and_the_node_enforces_their_limits(node: Node):
+    user = hostile_user("tags")
+    tags = {"region": "eu", "who": 'CORP\\alice "🦀"'}
+
+    async def scenario():
+        async with inbox_for(node, user) as inbox:
+            with Publisher(node.url, node.api_key, retry=FAST) as pub:
+                await asyncio.to_thread(pub.publish, "orders", "order_update", {"n": 1}, users=[user], tags=tags)
+            [push] = await inbox.wait_for(1, "order_update")
+            assert push["tags"] == tags
+
+    asyncio.run(scenario())
+    # The node refuses what the client would have refused (sent raw, past the client's checks).
+    message = Message("orders", "order_update", {}, users=[user])
+    object.__setattr__(message, "tags", {"bad key": "x"})
+    with Publisher(node.url, node.api_key) as pub:
+        with pytest.raises(E.InvalidTagsError) as info:
+            pub.send(message)
+    assert info.value.status == 422 and "bad key" in info.value.message
+
+
 def test_async_batch_over_1000_messages_is_split_and_delivered_in_order(node: Node):
     user = hostile_user("batch")
     batch = [Message("orders", "order_update", {"n": i}, users=[user]) for i in range(1200)]

@@ -220,7 +220,7 @@ impl Target for Centrifugo {
         })
     }
 
-    fn handshake(&self, stream: Stream, user: &str) -> Result<Vec<String>> {
+    fn handshake(&self, stream: Stream, _index: usize, user: &str) -> Result<Vec<String>> {
         let mut channels = Vec::new();
         match stream {
             Stream::Broadcast => channels.push(BROADCAST_CHANNEL.to_owned()),
@@ -316,7 +316,7 @@ mod tests {
             c.ws_target("bench-1").unwrap().url,
             "ws://127.0.0.1:8000/connection/websocket"
         );
-        let frames = c.handshake(Stream::Personal, "bench-42").unwrap();
+        let frames = c.handshake(Stream::Personal, 42, "bench-42").unwrap();
         assert_eq!(frames.len(), 3);
         let connect: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
         assert_eq!(connect["id"], 1);
@@ -339,7 +339,7 @@ mod tests {
             (2.into(), 3.into())
         );
 
-        let frames = c.handshake(Stream::Broadcast, "bench-42").unwrap();
+        let frames = c.handshake(Stream::Broadcast, 42, "bench-42").unwrap();
         assert_eq!(frames.len(), 2);
         assert!(frames[1].contains(r#""channel":"alerts""#));
     }

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{HttpCall, Inbound, Publication, Stream, Target, TargetSpec, WsTarget};
+use super::{HttpCall, Inbound, Publication, Stream, TagFilter, Target, TargetSpec, WsTarget};
 use crate::payload::Payload;
 
 /// Channel used for broadcast measurements.
@@ -30,6 +30,7 @@ pub struct Herald {
     key: EncodingKey,
     bearer: String,
     token_ttl_secs: u64,
+    tag_filter: Option<TagFilter>,
 }
 
 #[derive(Serialize)]
@@ -56,6 +57,14 @@ struct PublishBody<'a> {
     data: &'a Payload<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     users: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Half>,
+}
+
+/// A tag-filtered broadcast's one tag.
+#[derive(Serialize)]
+struct Half {
+    half: &'static str,
 }
 
 impl Herald {
@@ -69,6 +78,7 @@ impl Herald {
             key: EncodingKey::from_secret(spec.jwt_secret.as_bytes()),
             bearer: format!("Bearer {}", spec.api_key),
             token_ttl_secs: spec.token_ttl_secs,
+            tag_filter: TagFilter::from_every(spec.tag_filter_every),
         })
     }
 
@@ -103,11 +113,13 @@ impl Target for Herald {
         })
     }
 
-    fn handshake(&self, stream: Stream, _user: &str) -> Result<Vec<String>> {
+    fn handshake(&self, stream: Stream, index: usize, _user: &str) -> Result<Vec<String>> {
         let (channel, _) = channel_of(stream);
-        Ok(vec![
-            serde_json::json!({"type": "subscribe", "channels": [channel]}).to_string(),
-        ])
+        let mut subscribe = serde_json::json!({"type": "subscribe", "channels": [channel]});
+        if self.tag_filter.is_some_and(|f| f.filters(index)) {
+            subscribe["filter"] = serde_json::json!({"tags": {"half": {"eq": "even"}}});
+        }
+        Ok(vec![subscribe.to_string()])
     }
 
     fn classify<'a>(&self, text: &'a str) -> Inbound<'a> {
@@ -142,6 +154,9 @@ impl Target for Herald {
                     kind,
                     data: &p.payload,
                     users: p.user.map(|u| [u]),
+                    tags: self.tag_filter.map(|_| Half {
+                        half: TagFilter::half(p.payload.seq),
+                    }),
                 }
             })
             .collect();
@@ -275,6 +290,53 @@ mod tests {
         assert_eq!(v[1]["users"][0], "u2");
         assert_eq!(v[1]["data"]["user"], "u2");
         assert!(h.publish_call(&[]).is_err());
+        assert!(v[1].get("tags").is_none());
+    }
+
+    #[test]
+    fn a_tag_filtered_broadcast_tags_by_parity_and_filters_every_kth_client() {
+        let plain = herald();
+        let frame: serde_json::Value =
+            serde_json::from_str(&plain.handshake(Stream::Broadcast, 0, "bench-0").unwrap()[0])
+                .unwrap();
+        assert!(frame.get("filter").is_none());
+        let h = Herald::new(&TargetSpec {
+            tag_filter_every: 3,
+            ..spec(TargetKind::Herald)
+        })
+        .unwrap();
+        let filtered: Vec<bool> = (0..7)
+            .map(|i| {
+                let frames = h.handshake(Stream::Broadcast, i, "bench-x").unwrap();
+                let v: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+                match v.get("filter") {
+                    None => false,
+                    Some(f) => {
+                        assert_eq!(f, &serde_json::json!({"tags": {"half": {"eq": "even"}}}));
+                        true
+                    }
+                }
+            })
+            .collect();
+        assert_eq!(filtered, [true, false, false, true, false, false, true]);
+        let publication = |seq| Publication {
+            stream: Stream::Broadcast,
+            user: None,
+            payload: Payload {
+                run: 1,
+                seq,
+                ts: 9,
+                user: None,
+            },
+        };
+        let call = h.publish_call(&[publication(4), publication(7)]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(v[0]["tags"], serde_json::json!({"half": "even"}));
+        assert_eq!(v[1]["tags"], serde_json::json!({"half": "odd"}));
+        // 7 clients, 3 of them filtered; 5 messages, 3 of them even (0, 2, 4).
+        let filter = TagFilter::from_every(3).unwrap();
+        assert_eq!(filter.expected(5, 7, 7), 5 * 4 + 3 * 3);
+        assert_eq!(TagFilter::from_every(0), None);
     }
 
     #[test]

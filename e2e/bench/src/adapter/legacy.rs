@@ -154,7 +154,7 @@ impl Target for Legacy {
         })
     }
 
-    fn handshake(&self, stream: Stream, _user: &str) -> Result<Vec<String>> {
+    fn handshake(&self, stream: Stream, _index: usize, _user: &str) -> Result<Vec<String>> {
         let channel = match stream {
             Stream::Broadcast => "alerts",
             Stream::Personal => "notifications",

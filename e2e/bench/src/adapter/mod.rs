@@ -86,8 +86,9 @@ pub trait Target: Send + Sync + 'static {
 
     /// Text frames a freshly upgraded client sends so that it receives `stream`; the client is
     /// ready once it has seen one [`Inbound::Ack`] per frame. Empty when the server
-    /// subscribes clients on its own.
-    fn handshake(&self, stream: Stream, user: &str) -> Result<Vec<String>>;
+    /// subscribes clients on its own. `index` is the client's number in the run (`user`
+    /// is derived from it).
+    fn handshake(&self, stream: Stream, index: usize, user: &str) -> Result<Vec<String>>;
 
     /// Classifies one text frame received by a client.
     fn classify<'a>(&self, text: &'a str) -> Inbound<'a>;
@@ -139,6 +140,46 @@ pub struct TargetSpec {
     pub api_key: String,
     /// Lifetime of minted client tokens, in seconds.
     pub token_ttl_secs: u64,
+    /// Tag-filtered broadcast (Herald only; 0: off): see [`TagFilter`].
+    #[serde(default)]
+    pub tag_filter_every: usize,
+}
+
+/// The tag-filtered broadcast: every message is tagged `{"half":"even"|"odd"}` by the
+/// parity of its sequence number, and every `every`-th client (index 0, every, 2·every…)
+/// subscribes with `{"tags":{"half":{"eq":"even"}}}`, so it receives half the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagFilter {
+    /// One client in this many filters (at least 1).
+    pub every: usize,
+}
+
+impl TagFilter {
+    /// The setting of `--filter-every` (0: none).
+    pub fn from_every(every: usize) -> Option<Self> {
+        (every > 0).then_some(Self { every })
+    }
+
+    /// Whether client `index` subscribes through the filter.
+    pub fn filters(&self, index: usize) -> bool {
+        index % self.every == 0
+    }
+
+    /// The tag value message `seq` carries.
+    pub fn half(seq: u64) -> &'static str {
+        if seq % 2 == 0 {
+            "even"
+        } else {
+            "odd"
+        }
+    }
+
+    /// Deliveries to expect when `accepted` messages (sequence numbers 0..accepted) reach
+    /// `clients` connected clients of the first `connections` indices.
+    pub fn expected(&self, accepted: u64, clients: u64, connections: usize) -> u64 {
+        let filtered = (connections.div_ceil(self.every) as u64).min(clients);
+        accepted * (clients - filtered) + accepted.div_ceil(2) * filtered
+    }
 }
 
 impl TargetSpec {
@@ -166,6 +207,7 @@ pub(crate) mod testing {
             jwt_secret: "s3cret".into(),
             api_key: "key".into(),
             token_ttl_secs: 60,
+            tag_filter_every: 0,
         }
     }
 

@@ -413,6 +413,7 @@ impl Comparison<'_> {
             refine: 2,
             max_steps: 12,
             max_rate: 1_000_000.0,
+            filter_every: 0,
         }
     }
 
@@ -514,6 +515,7 @@ impl Comparison<'_> {
                 jwt_secret: HERALD_SECRET.into(),
                 api_key: HERALD_API_KEY.into(),
                 token_ttl_secs: 3600,
+                tag_filter_every: 0,
             },
             server_pids: started.iter().map(TestNode::pid).collect(),
             redis_pids: redis

@@ -150,6 +150,7 @@ impl CentrifugoPeer {
             jwt_secret: self.options.jwt_secret.clone(),
             api_key: self.options.api_key.clone(),
             token_ttl_secs,
+            tag_filter_every: 0,
         }
     }
 

@@ -177,6 +177,7 @@ impl LegacyPeer {
             jwt_secret: self.options.jwt_secret.clone(),
             api_key: self.options.api_key.clone(),
             token_ttl_secs,
+            tag_filter_every: 0,
         }
     }
 
