@@ -23,5 +23,7 @@ pub mod heartbeat;
 pub mod keys;
 pub mod settings;
 
-pub use channels::{Access, ChannelConfig, ChannelFile, RateLimit};
+pub use channels::{
+    Access, ChannelConfig, ChannelFile, Coalesce, CoalesceEdge, CoalesceKey, RateLimit,
+};
 pub use heartbeat::{NodeRecord, NodeStats};

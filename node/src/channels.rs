@@ -22,7 +22,9 @@ use herald_contract::channel_pattern::{self, ChannelPattern};
 use crate::auth::Identity;
 use crate::ChannelName;
 
-pub use herald_contract::channels::{Access, ChannelConfig, ChannelFile, RateLimit};
+pub use herald_contract::channels::{
+    Access, ChannelConfig, ChannelFile, Coalesce, CoalesceEdge, CoalesceKey, RateLimit,
+};
 
 /// Access rules a node enforces on a channel's settings.
 pub trait Admission {
@@ -70,6 +72,22 @@ fn validate(channel: &ChannelConfig) -> Result<Option<ChannelPattern>, ChannelEr
         if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
             return Err(ChannelError::Invalid(format!(
                 "channel {:?}: publish_rate needs per_second > 0 and burst >= 1",
+                channel.name
+            )));
+        }
+    }
+    if let Some(coalesce) = channel.coalesce {
+        if coalesce.window().is_none() {
+            return Err(ChannelError::Invalid(format!(
+                "channel {:?}: coalesce.window_ms must be {}..={}",
+                channel.name,
+                herald_contract::channels::MIN_COALESCE_WINDOW_MS,
+                herald_contract::channels::MAX_COALESCE_WINDOW_MS
+            )));
+        }
+        if coalesce.key == CoalesceKey::Type && channel.is_per_user() {
+            return Err(ChannelError::Invalid(format!(
+                "channel {:?}: a per-user channel coalesces per type and user: use coalesce.key \"type_user\"",
                 channel.name
             )));
         }

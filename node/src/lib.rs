@@ -28,6 +28,7 @@ pub mod broker;
 pub mod capped;
 pub mod channels;
 pub mod claims;
+pub mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod dev;
