@@ -441,6 +441,30 @@ mod tests {
         .is_err());
     }
 
+    #[test]
+    fn coalescing_windows_are_bounded_and_per_user_channels_key_by_user() {
+        let with = |access, window_ms, key| ChannelConfig {
+            coalesce: Some(Coalesce {
+                window_ms,
+                key,
+                edge: CoalesceEdge::Trailing,
+            }),
+            ..ChannelConfig::new("stock", access)
+        };
+        for (access, window_ms, key, ok) in [
+            (Access::Public, 10, CoalesceKey::Type, true),
+            (Access::Public, 60_000, CoalesceKey::TypeUser, true),
+            (Access::Public, 9, CoalesceKey::Type, false),
+            (Access::Public, 60_001, CoalesceKey::Type, false),
+            (Access::Public, u64::MAX, CoalesceKey::Type, false),
+            (Access::User, 100, CoalesceKey::TypeUser, true),
+            (Access::User, 100, CoalesceKey::Type, false),
+        ] {
+            let result = ChannelSet::new(vec![with(access, window_ms, key)]);
+            assert_eq!(result.is_ok(), ok, "{access:?} {window_ms} {key:?}");
+        }
+    }
+
     fn dept_pattern(auto: bool) -> ChannelConfig {
         ChannelConfig {
             bind: BTreeMap::from([("dept".to_owned(), "dept".to_owned())]),
