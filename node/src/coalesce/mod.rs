@@ -216,3 +216,137 @@ pub async fn recover(node: Arc<Node>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::broker::Broker;
+    use crate::channels::{Access, Coalesce};
+    use crate::message::Topic;
+    use crate::testing::{hostile_users, TestNode};
+
+    fn channel(edge: CoalesceEdge) -> ChannelConfig {
+        ChannelConfig {
+            history: true,
+            coalesce: Some(Coalesce {
+                window_ms: 100,
+                key: CoalesceKey::TypeUser,
+                edge,
+            }),
+            ..ChannelConfig::new("stock", Access::Authenticated)
+        }
+    }
+
+    fn message(n: u32, target: Target) -> Message {
+        Message {
+            id: format!("id-{n}").into(),
+            channel: "stock".into(),
+            kind: "stock_update".into(),
+            data: Arc::from(RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap()),
+            target,
+            offset: None,
+            accepted_at_micros: 0,
+            trace: None,
+        }
+    }
+
+    async fn stored(test: &TestNode, config: &ChannelConfig) -> Vec<String> {
+        let topic = Topic {
+            channel: "stock".into(),
+            user: None,
+        };
+        let replay = test.broker.history(&topic, config, None).await.unwrap();
+        replay
+            .messages
+            .iter()
+            .map(|m| m.data.get().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn keys_separate_types_broadcasts_and_each_user() {
+        let all = message(0, Target::All);
+        let mut keys = vec![
+            key(CoalesceKey::Type, &all),
+            key(CoalesceKey::TypeUser, &all),
+        ];
+        assert_eq!(keys[0], keys[1]);
+        for user in hostile_users() {
+            let to = message(0, Target::User(user.as_str().into()));
+            assert_eq!(key(CoalesceKey::Type, &to), None, "never mixes recipients");
+            keys.push(key(CoalesceKey::TypeUser, &to));
+        }
+        keys.dedup();
+        assert_eq!(keys.len(), 1 + hostile_users().len());
+        // A type ending like another key's user part does not collide.
+        let odd = Message {
+            kind: "stock_update:x".into(),
+            ..message(0, Target::All)
+        };
+        let x = message(0, Target::User("x".into()));
+        assert_ne!(
+            key(CoalesceKey::TypeUser, &odd),
+            key(CoalesceKey::TypeUser, &x)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trailing_windows_flush_the_latest_when_they_close() {
+        let config = channel(CoalesceEdge::Trailing);
+        let test = TestNode::new(vec![config.clone()]);
+        for n in 0..5 {
+            let decision = decide(&test.node, &config, &message(n, Target::All)).await;
+            assert_eq!(
+                decision.unwrap(),
+                Decision::Held(Duration::from_millis(100))
+            );
+            tokio::time::advance(Duration::ZERO).await;
+        }
+        tokio::time::sleep(Duration::from_millis(99)).await;
+        assert!(stored(&test, &config).await.is_empty(), "window still open");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(stored(&test, &config).await, [r#"{"n":4}"#]);
+        assert_eq!(test.node.metrics.coalesced_count("stock", "trailing"), 4);
+        // The next message opens a new window.
+        let decision = decide(&test.node, &config, &message(5, Target::All)).await;
+        assert_eq!(
+            decision.unwrap(),
+            Decision::Held(Duration::from_millis(100))
+        );
+        tokio::time::sleep(Duration::from_millis(101)).await;
+        assert_eq!(stored(&test, &config).await, [r#"{"n":4}"#, r#"{"n":5}"#]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leading_windows_deliver_the_first_and_drop_the_rest() {
+        let config = channel(CoalesceEdge::Leading);
+        let test = TestNode::new(vec![config.clone()]);
+        let decide = |n| {
+            let (node, config) = (test.node.clone(), config.clone());
+            async move { decide(&node, &config, &message(n, Target::All)).await }
+        };
+        assert_eq!(decide(0).await.unwrap(), Decision::Deliver);
+        tokio::time::sleep(Duration::from_millis(99)).await;
+        assert_eq!(decide(1).await.unwrap(), Decision::Dropped);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(decide(2).await.unwrap(), Decision::Deliver);
+        assert_eq!(test.node.metrics.coalesced_count("stock", "leading"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_draining_node_flushes_its_windows_at_once() {
+        let config = channel(CoalesceEdge::Trailing);
+        let test = TestNode::new(vec![config.clone()]);
+        decide(&test.node, &config, &message(7, Target::All))
+            .await
+            .unwrap();
+        flush_opened(&test.node).await;
+        assert_eq!(stored(&test, &config).await, [r#"{"n":7}"#]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(stored(&test, &config).await.len(), 1, "flushed once");
+    }
+}
