@@ -133,7 +133,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LI
 ";
 
 /// Most messages one take hands out, and most channels one overdue check returns.
-const BATCH: usize = 1000;
+const BATCH: usize = crate::coalesce::TAKE_BATCH;
 
 /// The coalescing scripts.
 pub(super) struct Scripts {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::{BrokerError, Hold};
 use crate::channels::{ChannelConfig, CoalesceEdge, CoalesceKey};
-use crate::message::{Message, Target};
+use crate::message::{unix_micros, Message, Target};
 use crate::node::Node;
 use crate::ChannelName;
 
@@ -36,6 +36,9 @@ pub const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How long after a window's end its own node has to flush it before others do.
 pub const GRACE: Duration = Duration::from_millis(500);
+
+/// Most messages one take hands out (the Redis scripts' batch).
+pub const TAKE_BATCH: usize = 1000;
 
 /// What coalescing made of a publish, as the publish answer says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +163,7 @@ pub async fn flush(node: &Node, channel: &str, all: bool) {
         if taken.next_due_ms.is_none() {
             node.coalescer.opened.lock().remove(channel);
         }
-        let full = taken.messages.len() >= 1000;
+        let full = taken.messages.len() >= TAKE_BATCH;
         let channels = node.channels.snapshot();
         for message in taken.messages {
             let Some(resolved) = channels.get(&message.channel) else {
@@ -171,6 +174,11 @@ pub async fn flush(node: &Node, channel: &str, all: bool) {
                 continue;
             };
             let id = message.id.clone();
+            // Delivery latency counts from the flush: the window's wait is by design.
+            let message = Message {
+                accepted_at_micros: unix_micros(),
+                ..message
+            };
             match node.broker.publish(message, resolved.config).await {
                 Ok(_) => {
                     node.metrics.published(&resolved.config.name);
