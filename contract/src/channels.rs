@@ -279,6 +279,8 @@ mod tests {
         );
     }
 
+    /// Fields added later (`bind`, `coalesce`) are left out when unset, so a file for
+    /// channels without them reads on nodes that predate them.
     #[test]
     fn writes_every_field_under_the_names_older_nodes_read() {
         let text = serde_json::to_string(&ChannelFile {
