@@ -80,6 +80,71 @@ pub struct ChannelConfig {
     /// refused (see [`crate::schemas`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub schemas: BTreeMap<String, serde_json::Value>,
+    /// Coalescing of bursts: at most one message per key and window is delivered.
+    /// Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<Coalesce>,
+}
+
+/// Shortest coalescing window, in milliseconds.
+pub const MIN_COALESCE_WINDOW_MS: u64 = 10;
+
+/// Longest coalescing window, in milliseconds.
+pub const MAX_COALESCE_WINDOW_MS: u64 = 60_000;
+
+/// A channel's coalescing: within `window_ms` of the first message of a key, only one
+/// message of that key is delivered (the first or the latest, by `edge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Coalesce {
+    /// Window length, [`MIN_COALESCE_WINDOW_MS`]..=[`MAX_COALESCE_WINDOW_MS`].
+    pub window_ms: u64,
+    /// What makes two messages "the same".
+    pub key: CoalesceKey,
+    /// Which message of a window is delivered.
+    pub edge: CoalesceEdge,
+}
+
+impl Coalesce {
+    /// The window, when its length is within bounds.
+    pub fn window(&self) -> Option<Duration> {
+        (MIN_COALESCE_WINDOW_MS..=MAX_COALESCE_WINDOW_MS)
+            .contains(&self.window_ms)
+            .then(|| Duration::from_millis(self.window_ms))
+    }
+}
+
+/// What makes two messages of a channel coalesce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoalesceKey {
+    /// The message type. Messages naming `users` are not coalesced (a message for
+    /// some users never replaces one for others); refused on per-user channels.
+    Type,
+    /// The message type and each recipient: a message naming users is coalesced per
+    /// user, broadcasts per type.
+    TypeUser,
+}
+
+/// Which message of a window is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoalesceEdge {
+    /// The first, at once; later ones in the window are not delivered (the legacy
+    /// debounce).
+    Leading,
+    /// The latest, when the window closes; earlier ones are superseded.
+    Trailing,
+}
+
+impl CoalesceEdge {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoalesceEdge::Leading => "leading",
+            CoalesceEdge::Trailing => "trailing",
+        }
+    }
 }
 
 fn default_capacity() -> u32 {
@@ -106,6 +171,7 @@ impl ChannelConfig {
             publish_rate: None,
             bind: BTreeMap::new(),
             schemas: BTreeMap::new(),
+            coalesce: None,
         }
     }
 
@@ -218,6 +284,8 @@ mod tests {
         );
     }
 
+    /// Fields added later (`bind`, `coalesce`) are left out when unset, so a file for
+    /// channels without them reads on nodes that predate them.
     #[test]
     fn writes_every_field_under_the_names_older_nodes_read() {
         let text = serde_json::to_string(&ChannelFile {
@@ -228,6 +296,45 @@ mod tests {
             text,
             r#"{"channels":[{"name":"news","access":"public","roles":[],"auto_subscribe":false,"allowed_types":[],"history":false,"capacity":100,"expiry_secs":3600,"ack_required":false,"publish_rate":null}]}"#
         );
+    }
+
+    #[test]
+    fn coalescing_is_written_only_when_set() {
+        let channel = ChannelConfig {
+            coalesce: Some(Coalesce {
+                window_ms: 100,
+                key: CoalesceKey::TypeUser,
+                edge: CoalesceEdge::Trailing,
+            }),
+            ..ChannelConfig::new("stock", Access::Authenticated)
+        };
+        let text = serde_json::to_string(&channel).unwrap();
+        assert!(
+            text.ends_with(r#""publish_rate":null,"coalesce":{"window_ms":100,"key":"type_user","edge":"trailing"}}"#),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<ChannelConfig>(&text).unwrap(),
+            channel
+        );
+        for bad in [
+            r#"{"window_ms":100,"key":"type","edge":"middle"}"#,
+            r#"{"window_ms":100,"key":"user","edge":"leading"}"#,
+            r#"{"window_ms":100,"key":"type"}"#,
+            r#"{"window_ms":-1,"key":"type","edge":"leading"}"#,
+            r#"{"window_ms":100,"key":"type","edge":"leading","extra":1}"#,
+        ] {
+            assert!(serde_json::from_str::<Coalesce>(bad).is_err(), "{bad}");
+        }
+        let window = |window_ms| Coalesce {
+            window_ms,
+            key: CoalesceKey::Type,
+            edge: CoalesceEdge::Leading,
+        };
+        assert_eq!(window(9).window(), None);
+        assert_eq!(window(10).window(), Some(Duration::from_millis(10)));
+        assert_eq!(window(60_000).window(), Some(Duration::from_secs(60)));
+        assert_eq!(window(60_001).window(), None);
     }
 
     #[test]
@@ -284,24 +391,36 @@ mod properties {
                 text().prop_map(|t| serde_json::json!({"type": "object", "description": t})),
                 0..3,
             ),
+            proptest::option::of((
+                any::<u64>(),
+                prop_oneof![Just(CoalesceKey::Type), Just(CoalesceKey::TypeUser)],
+                prop_oneof![Just(CoalesceEdge::Leading), Just(CoalesceEdge::Trailing)],
+            )),
         )
             .prop_map(
-                |(name, access, roles, allowed_types, flags, rate, bind, schemas)| ChannelConfig {
-                    name,
-                    access,
-                    roles,
-                    auto_subscribe: flags.0,
-                    allowed_types,
-                    history: flags.1,
-                    capacity: flags.3,
-                    expiry_secs: flags.4,
-                    ack_required: flags.2,
-                    publish_rate: rate.map(|(milli, burst)| RateLimit {
-                        per_second: f64::from(milli) / 1000.0,
-                        burst,
-                    }),
-                    bind,
-                    schemas,
+                |(name, access, roles, allowed_types, flags, rate, bind, schemas, coalesce)| {
+                    ChannelConfig {
+                        name,
+                        access,
+                        roles,
+                        auto_subscribe: flags.0,
+                        allowed_types,
+                        history: flags.1,
+                        capacity: flags.3,
+                        expiry_secs: flags.4,
+                        ack_required: flags.2,
+                        publish_rate: rate.map(|(milli, burst)| RateLimit {
+                            per_second: f64::from(milli) / 1000.0,
+                            burst,
+                        }),
+                        bind,
+                        schemas,
+                        coalesce: coalesce.map(|(window_ms, key, edge)| Coalesce {
+                            window_ms,
+                            key,
+                            edge,
+                        }),
+                    }
                 },
             )
     }

@@ -74,6 +74,38 @@ pub fn idempotency(channel: &str, key: &str) -> String {
     format!("herald:{{c:{channel}}}:idem:{key}")
 }
 
+/// Coalescing state of `channel`, all in the channel's slot so one script reaches it.
+pub mod coalesce {
+    /// The open leading-edge window of one coalescing key (exists while it is open).
+    pub fn leading(channel: &str, key: &str) -> String {
+        format!("herald:{{c:{channel}}}:co:lead:{key}")
+    }
+
+    /// Hash: coalescing key → the latest held message of its open trailing window.
+    pub fn pending(channel: &str) -> String {
+        format!("herald:{{c:{channel}}}:co:pending")
+    }
+
+    /// Sorted set: coalescing key → end of its open trailing window (Redis ms).
+    pub fn due(channel: &str) -> String {
+        format!("herald:{{c:{channel}}}:co:due")
+    }
+
+    /// Hash: message id → a message taken for flushing, until its publish is done.
+    pub fn inflight(channel: &str) -> String {
+        format!("herald:{{c:{channel}}}:co:inflight")
+    }
+
+    /// Sorted set: message id → when its flush lease runs out (Redis ms).
+    pub fn inflight_due(channel: &str) -> String {
+        format!("herald:{{c:{channel}}}:co:lease")
+    }
+
+    /// Sorted set of channel names with held messages, scored at most their earliest
+    /// window end: what every node checks to flush windows whose node died.
+    pub const INDEX: &str = "herald:coalesce:due";
+}
+
 /// `SCAN` patterns covering every key of `channel`: its own keys, and every per-user
 /// key of it. A per-user pattern also covers a channel named `{channel}:...`'s
 /// per-user keys.
@@ -152,7 +184,14 @@ mod tests {
                     user: Some(user),
                 }));
                 keys.push(idempotency(channel, user));
+                keys.push(coalesce::leading(channel, user));
             }
+            keys.extend([
+                coalesce::pending(channel),
+                coalesce::due(channel),
+                coalesce::inflight(channel),
+                coalesce::inflight_due(channel),
+            ]);
             for key in &keys {
                 assert!(covered(channel, key), "{channel}: {key}");
             }

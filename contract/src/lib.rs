@@ -25,5 +25,7 @@ pub mod keys;
 pub mod schemas;
 pub mod settings;
 
-pub use channels::{Access, ChannelConfig, ChannelFile, RateLimit};
+pub use channels::{
+    Access, ChannelConfig, ChannelFile, Coalesce, CoalesceEdge, CoalesceKey, RateLimit,
+};
 pub use heartbeat::{NodeRecord, NodeStats};

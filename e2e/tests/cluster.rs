@@ -1194,6 +1194,39 @@ async fn collect_all(client: &mut Client, what: &str, want: usize) -> Vec<Value>
     got
 }
 
+/// A coalesced stock channel for the coalescing stories.
+fn coalesced_stock(story: &str, window_ms: u64) -> ChannelFile {
+    channel_file(
+        story,
+        json!([{"name": "stock", "access": "authenticated", "history": true, "capacity": 2000,
+                "coalesce": {"window_ms": window_ms, "key": "type", "edge": "trailing"}}]),
+    )
+}
+
+async fn watch_stock(node: &TestNode, user: &str) -> Client {
+    let mut client = node.connect(user).await;
+    client
+        .send_json(json!({"type": "subscribe", "channels": ["stock"]}))
+        .await;
+    client.recv_type("subscription_success").await;
+    client
+}
+
+fn stock_update(n: u64) -> Value {
+    json!({"channel": "stock", "type": "stock_update", "data": {"sku": "A-1", "n": n}})
+}
+
+/// `n` of every stock update until `quiet` passes without one.
+async fn stock_frames(client: &mut Client, quiet: Duration) -> Vec<u64> {
+    let mut got = Vec::new();
+    while let Some(frame) = client.recv_within(quiet).await {
+        if frame["type"] == "stock_update" {
+            got.push(frame["data"]["n"].as_u64().unwrap());
+        }
+    }
+    got
+}
+
 #[tokio::test]
 async fn tag_filtered_dashboards_on_every_node_get_only_their_tags_and_resume_through_the_filter() {
     let _serial = SERIAL.lock().await;
@@ -1328,4 +1361,111 @@ async fn tag_filtered_dashboards_on_every_node_get_only_their_tags_and_resume_th
     let replayed = collect_all(&mut resumed, "resume", rest.len()).await;
     resumed.expect_silence(Duration::from_millis(500)).await;
     assert_eq!(replayed.iter().map(key).collect::<Vec<_>>(), rest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_published_through_every_node_reaches_a_dashboard_as_one_frame_per_window() {
+    let _serial = SERIAL.lock().await;
+    const WINDOW_MS: u64 = 100;
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let file = coalesced_stock("coalesce-burst", WINDOW_MS);
+    let nodes = start_nodes(&cluster, 3, &["--channels", file.path.to_str().unwrap()]);
+    let mut dashboard = watch_stock(&nodes[2], "CORP\\dashboard \"🦀\"").await;
+    // 1,000 updates in one second, round-robin across the nodes: one publisher per
+    // node sends every third update on schedule; the last one goes out after all
+    // others were answered, so it is the last update.
+    let nodes = std::sync::Arc::new(nodes);
+    let start = tokio::time::Instant::now();
+    let publishers: Vec<_> = (0..3)
+        .map(|p| {
+            let nodes = nodes.clone();
+            tokio::spawn(async move {
+                for n in (p..999u64).step_by(3) {
+                    tokio::time::sleep_until(start + Duration::from_millis(n)).await;
+                    let (status, answer) = nodes[p as usize].publish(&stock_update(n)).await;
+                    assert_eq!(
+                        (status, &answer["coalesced"]),
+                        (200, &json!("pending")),
+                        "{answer}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let (status, last) = nodes[0].publish(&stock_update(999)).await;
+    assert_eq!(
+        (status, &last["coalesced"]),
+        (200, &json!("pending")),
+        "{last}"
+    );
+    let burst_ms = start.elapsed().as_millis() as u64;
+    let frames = stock_frames(&mut dashboard, Duration::from_secs(2)).await;
+    let bound = burst_ms / WINDOW_MS + 1;
+    eprintln!(
+        "{} frames for a {burst_ms} ms burst (bound {bound})",
+        frames.len()
+    );
+    assert!(
+        (burst_ms / (2 * WINDOW_MS)..=bound).contains(&(frames.len() as u64)),
+        "{} frames for a {burst_ms} ms burst (bound {bound}): {frames:?}",
+        frames.len()
+    );
+    assert_eq!(
+        frames.last(),
+        Some(&999),
+        "the last frame carries the last update"
+    );
+    // Three publishers race, so a window's latest may be an update numbered below the
+    // previous window's (accepted later): no order by number, but no repeat either.
+    let distinct: BTreeSet<u64> = frames.iter().copied().collect();
+    assert_eq!(distinct.len(), frames.len(), "{frames:?}");
+    // Superseded updates are counted where they were published; all add up.
+    let mut superseded = 0.0;
+    for node in nodes.iter() {
+        superseded += node
+            .metric(r#"herald_coalesced_messages_total{channel="stock",edge="trailing"}"#)
+            .await;
+    }
+    assert_eq!(superseded as usize, 1000 - frames.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_held_by_a_killed_node_is_delivered_by_another_within_the_documented_delay() {
+    let _serial = SERIAL.lock().await;
+    const WINDOW_MS: u64 = 1000;
+    let cluster = RedisCluster::start(3, 1)
+        .await
+        .expect("Redis Cluster starts");
+    let file = coalesced_stock("coalesce-kill", WINDOW_MS);
+    let nodes = start_nodes(&cluster, 3, &["--channels", file.path.to_str().unwrap()]);
+    let mut dashboard = watch_stock(&nodes[2], "dashboard").await;
+    // Node 0 opens the window; node 1 holds the latest update in it.
+    let opened = tokio::time::Instant::now();
+    let (_, first) = nodes[0].publish(&stock_update(1)).await;
+    let (_, latest) = nodes[1].publish(&stock_update(2)).await;
+    assert_eq!(
+        (&first["coalesced"], &latest["coalesced"]),
+        (&json!("pending"), &json!("pending"))
+    );
+    herald_testkit::process::send_signal("KILL", &nodes[0].pid().to_string()).unwrap();
+    let frame = dashboard.recv_type("stock_update").await;
+    let delay = opened.elapsed();
+    assert_eq!(frame["data"]["n"], 2, "{frame}");
+    assert_eq!(frame["id"], latest["id"]);
+    // Window end + grace (500 ms) + one recovery check (500 ms), plus slack for a
+    // loaded machine.
+    assert!(
+        delay < Duration::from_millis(WINDOW_MS + 1000 + 1000),
+        "delivered {delay:?} after the window opened"
+    );
+    eprintln!("delivered {delay:?} after a {WINDOW_MS} ms window opened by a killed node");
+    assert_eq!(
+        stock_frames(&mut dashboard, Duration::from_secs(2)).await,
+        Vec::<u64>::new()
+    );
 }

@@ -85,6 +85,35 @@ async fn crds_install_reject_invalid_resources_and_explain_themselves() {
         err.contains("access 'roles' needs at least one role"),
         "{err}"
     );
+    for (spec, says) in [
+        (
+            json!({"access": "authenticated",
+                   "coalesce": {"windowMs": 9, "key": "type", "edge": "trailing"}}),
+            "windowMs",
+        ),
+        (
+            json!({"access": "authenticated",
+                   "coalesce": {"windowMs": 60001, "key": "type", "edge": "leading"}}),
+            "windowMs",
+        ),
+        (
+            json!({"access": "authenticated",
+                   "coalesce": {"windowMs": 100, "key": "sku", "edge": "leading"}}),
+            "Unsupported value",
+        ),
+        (
+            json!({"access": "user",
+                   "coalesce": {"windowMs": 100, "key": "type", "edge": "leading"}}),
+            "a per-user channel coalesces per type and user",
+        ),
+    ] {
+        let mut spec = spec;
+        spec["cluster"] = json!("push");
+        let bad = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+            "metadata": {"name": "x"}, "spec": spec});
+        let err = apply(&plane, &bad).await.unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 
     apply(&plane, &push_cluster("default", json!({})))
         .await

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::auth::claim_as_id;
 use crate::capped::{self, CappedError};
 use crate::channels::ChannelConfig;
+use crate::coalesce::{self, Coalesced, Decision};
 use crate::idempotency::{self, Claim, ClaimError, Outcome};
 use crate::message::{unix_micros, Message, Offset, Target, Topic};
 use crate::node::Node;
@@ -188,6 +189,12 @@ pub struct Published {
     /// Whether this answers a repeat of an idempotent publish (nothing was published).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// What the channel's coalescing made of the message, when it did anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coalesced: Option<Coalesced>,
+    /// For a held message: when its window closes, in milliseconds from the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_closes_in_ms: Option<u64>,
 }
 
 /// Checks the `Authorization: Bearer <api key>` header in constant time.
@@ -356,6 +363,8 @@ async fn publish_one(
                         delivered_locally: 0,
                         offsets: outcome.offsets,
                         duplicate: true,
+                        coalesced: outcome.coalesced,
+                        window_closes_in_ms: None,
                     });
                 }
                 Claim::Fresh => Some((key.as_str(), fingerprint)),
@@ -370,6 +379,7 @@ async fn publish_one(
                 let outcome = Outcome {
                     id: published.id.clone(),
                     offsets: published.offsets.clone(),
+                    coalesced: published.coalesced,
                 };
                 idempotency::settle(&*node.broker, channel, key, &fingerprint, outcome, window)
                     .await
@@ -422,11 +432,26 @@ async fn publish_claimed(
         };
         let mut delivered = 0;
         let mut offsets = Vec::new();
+        let (mut dropped, mut published, mut held) = (0, 0, None::<std::time::Duration>);
         for target in targets {
             let message = Message {
                 target,
                 ..template.clone()
             };
+            match coalesce::decide(node, config, &message)
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?
+            {
+                Decision::Deliver => published += 1,
+                Decision::Dropped => {
+                    dropped += 1;
+                    continue;
+                }
+                Decision::Held(left) => {
+                    held = Some(held.map_or(left, |h| h.max(left)));
+                    continue;
+                }
+            }
             let accepted = node
                 .broker
                 .publish(message, config)
@@ -439,13 +464,23 @@ async fn publish_claimed(
         }
         // Labelled by the channel's rule (the pattern for a pattern's channel), so
         // concrete channels cannot grow the metric without bound.
-        node.metrics.published(&config.name);
-        tracing::debug!(delivered, "published");
+        if published > 0 {
+            node.metrics.published(&config.name);
+        }
+        let coalesced = match (held, dropped, published) {
+            (Some(_), _, _) => Some(Coalesced::Pending),
+            (None, 0, _) => None,
+            (None, _, 0) => Some(Coalesced::Dropped),
+            (None, _, _) => Some(Coalesced::PartlyDropped),
+        };
+        tracing::debug!(delivered, ?coalesced, "published");
         Ok(Published {
             id: id.to_string(),
             delivered_locally: delivered,
             offsets,
             duplicate: false,
+            coalesced,
+            window_closes_in_ms: held.map(|left| left.as_millis() as u64),
         })
     }
     .instrument(span)

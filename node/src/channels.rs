@@ -23,7 +23,9 @@ use herald_contract::schemas::{self, Validator};
 use crate::auth::Identity;
 use crate::ChannelName;
 
-pub use herald_contract::channels::{Access, ChannelConfig, ChannelFile, RateLimit};
+pub use herald_contract::channels::{
+    Access, ChannelConfig, ChannelFile, Coalesce, CoalesceEdge, CoalesceKey, RateLimit,
+};
 
 /// Access rules a node enforces on a channel's settings.
 pub trait Admission {
@@ -77,6 +79,22 @@ fn validate(channel: &ChannelConfig) -> Result<Checked, ChannelError> {
         if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
             return Err(ChannelError::Invalid(format!(
                 "channel {:?}: publish_rate needs per_second > 0 and burst >= 1",
+                channel.name
+            )));
+        }
+    }
+    if let Some(coalesce) = channel.coalesce {
+        if coalesce.window().is_none() {
+            return Err(ChannelError::Invalid(format!(
+                "channel {:?}: coalesce.window_ms must be {}..={}",
+                channel.name,
+                herald_contract::channels::MIN_COALESCE_WINDOW_MS,
+                herald_contract::channels::MAX_COALESCE_WINDOW_MS
+            )));
+        }
+        if coalesce.key == CoalesceKey::Type && channel.is_per_user() {
+            return Err(ChannelError::Invalid(format!(
+                "channel {:?}: a per-user channel coalesces per type and user: use coalesce.key \"type_user\"",
                 channel.name
             )));
         }
@@ -474,6 +492,30 @@ mod tests {
             ChannelConfig::new("a", Access::User),
         ])
         .is_err());
+    }
+
+    #[test]
+    fn coalescing_windows_are_bounded_and_per_user_channels_key_by_user() {
+        let with = |access, window_ms, key| ChannelConfig {
+            coalesce: Some(Coalesce {
+                window_ms,
+                key,
+                edge: CoalesceEdge::Trailing,
+            }),
+            ..ChannelConfig::new("stock", access)
+        };
+        for (access, window_ms, key, ok) in [
+            (Access::Public, 10, CoalesceKey::Type, true),
+            (Access::Public, 60_000, CoalesceKey::TypeUser, true),
+            (Access::Public, 9, CoalesceKey::Type, false),
+            (Access::Public, 60_001, CoalesceKey::Type, false),
+            (Access::Public, u64::MAX, CoalesceKey::Type, false),
+            (Access::User, 100, CoalesceKey::TypeUser, true),
+            (Access::User, 100, CoalesceKey::Type, false),
+        ] {
+            let result = ChannelSet::new(vec![with(access, window_ms, key)]);
+            assert_eq!(result.is_ok(), ok, "{access:?} {window_ms} {key:?}");
+        }
     }
 
     fn dept_pattern(auto: bool) -> ChannelConfig {

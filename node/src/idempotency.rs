@@ -56,6 +56,9 @@ pub struct Outcome {
     pub id: String,
     /// Its history offsets.
     pub offsets: Vec<String>,
+    /// What coalescing made of it, when anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesced: Option<crate::coalesce::Coalesced>,
 }
 
 /// A key's record in the broker: which request it stands for and, once published,
@@ -328,6 +331,7 @@ mod tests {
         let outcome = Outcome {
             id: "0193".into(),
             offsets: vec!["1-0".into()],
+            coalesced: None,
         };
         settle(&broker, "orders", key, &fp, outcome.clone(), WINDOW)
             .await
@@ -374,6 +378,7 @@ mod tests {
         let outcome = Outcome {
             id: "id".into(),
             offsets: vec![],
+            coalesced: Some(crate::coalesce::Coalesced::Pending),
         };
         let settler = {
             let (broker, fp, outcome) = (broker.clone(), fp.clone(), outcome.clone());
@@ -401,10 +406,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn records_round_trip(fp in text(), id in text(), offsets in proptest::collection::vec(text(), 0..3)) {
+        fn records_round_trip(
+            fp in text(),
+            id in text(),
+            offsets in proptest::collection::vec(text(), 0..3),
+            coalesced in proptest::option::of(proptest::sample::select(vec![
+                crate::coalesce::Coalesced::Dropped,
+                crate::coalesce::Coalesced::PartlyDropped,
+                crate::coalesce::Coalesced::Pending,
+            ])),
+        ) {
             for record in [
                 Record { fingerprint: fp.clone(), outcome: None },
-                Record { fingerprint: fp.clone(), outcome: Some(Outcome { id: id.clone(), offsets: offsets.clone() }) },
+                Record { fingerprint: fp.clone(), outcome: Some(Outcome { id: id.clone(), offsets: offsets.clone(), coalesced }) },
             ] {
                 let decoded: Record = serde_json::from_str(&encode(&record)).unwrap();
                 prop_assert_eq!(decoded, record);

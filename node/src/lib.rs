@@ -8,7 +8,7 @@
 //!
 //! - Front door: [`server`] (accept, WebSocket upgrade), [`routes`] (the HTTP API's
 //!   router), [`api`] (publish and admin handlers), [`idempotency`] (retried
-//!   publishes answered once), [`capped`] and [`jsondepth`] (limits enforced while
+//!   publishes answered once), [`coalesce`] (bursts delivered once per window), [`capped`] and [`jsondepth`] (limits enforced while
 //!   parsing), [`auth`] (JWT).
 //! - Connections: [`connection`] (one owner per connection), [`session`] (frame loop,
 //!   subscribe and recovery, delivery cursors), [`protocol`] (the browser protocol),
@@ -28,6 +28,7 @@ pub mod broker;
 pub mod capped;
 pub mod channels;
 pub mod claims;
+pub mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod dev;

@@ -12,6 +12,7 @@ use herald_node::broker::memory::MemoryBroker;
 use herald_node::broker::redis::{RedisBroker, RedisSettings};
 use herald_node::broker::Broker;
 use herald_node::channels::Registry;
+use herald_node::coalesce;
 use herald_node::config::Args;
 use herald_node::dev::{self, DevSecrets};
 use herald_node::hub::Hub;
@@ -132,6 +133,7 @@ async fn run(
         "channel reload",
         watch_channels(node.clone(), background.token()),
     );
+    background.spawn_until_stopped("coalescing recovery", coalesce::recover(node.clone()));
     if let Some(presence) = &node.presence {
         let draining = {
             let node = node.clone();
@@ -173,6 +175,8 @@ async fn shutdown(
 ) {
     // 1. Not ready and refusing new WebSockets; move clients elsewhere over the window.
     node.start_draining();
+    // Held coalesced messages go out now, while their subscribers are still here.
+    coalesce::flush_opened(node).await;
     let window = node.config.drain_window;
     tracing::info!(
         connections = node.hub.connection_count(),
@@ -191,6 +195,8 @@ async fn shutdown(
         Ok(_) => tracing::info!("HTTP server stopped"),
         Err(_) => tracing::warn!("HTTP requests still running after 2s; leaving them"),
     }
+    // Windows opened by publishes during the drain.
+    coalesce::flush_opened(node).await;
     // 3. Background tasks finish their current step and return.
     if background.stop(Duration::from_secs(5)).await {
         tracing::info!("background tasks stopped");

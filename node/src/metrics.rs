@@ -74,6 +74,12 @@ struct ChannelLabel {
     channel: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CoalescedLabels {
+    channel: String,
+    edge: &'static str,
+}
+
 /// All node metrics. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -86,6 +92,7 @@ pub struct Metrics {
     /// Active channel subscriptions across connections.
     pub subscriptions: Gauge,
     published: Family<ChannelLabel, Counter>,
+    coalesced: Family<CoalescedLabels, Counter>,
     /// Frames written to client sockets.
     pub delivered: Counter,
     /// Of those, frames sent from history (recovery and offline delivery).
@@ -136,6 +143,12 @@ impl Metrics {
             "messages_published",
             "Messages accepted by the publish API, by channel",
             published.clone(),
+        );
+        let coalesced = Family::default();
+        registry.register(
+            "coalesced_messages",
+            "Accepted messages not delivered because coalescing kept another of their window (leading: a later one; trailing: an earlier one), by channel rule and edge",
+            coalesced.clone(),
         );
         let delivered = Counter::default();
         registry.register(
@@ -198,6 +211,7 @@ impl Metrics {
             rejected,
             subscriptions,
             published,
+            coalesced,
             delivered,
             replayed,
             dropped,
@@ -273,6 +287,27 @@ impl Metrics {
                 channel: channel.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a message coalesced away on `channel` (the channel's rule: the pattern
+    /// for a pattern's channel, so the label set stays bounded).
+    pub fn coalesced(&self, channel: &str, edge: &'static str) {
+        self.coalesced
+            .get_or_create(&CoalescedLabels {
+                channel: channel.to_owned(),
+                edge,
+            })
+            .inc();
+    }
+
+    /// Messages coalesced away on `channel` at `edge` so far.
+    pub fn coalesced_count(&self, channel: &str, edge: &'static str) -> u64 {
+        self.coalesced
+            .get_or_create(&CoalescedLabels {
+                channel: channel.to_owned(),
+                edge,
+            })
+            .get()
     }
 
     /// Counts an error frame sent to a client.

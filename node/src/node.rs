@@ -65,6 +65,8 @@ pub struct Node {
     /// for at shutdown before the presence records go.
     cleanups: TaskTracker,
     publish_limits: Mutex<HashMap<ChannelName, (RateLimit, TokenBucket)>>,
+    /// Trailing coalescing windows this node opened.
+    pub coalescer: crate::coalesce::Coalescer,
 }
 
 /// A connection counted in [`Node::connection_load`] before it has authenticated.
@@ -103,6 +105,7 @@ impl Node {
             awaiting_auth: AtomicUsize::new(0),
             cleanups: TaskTracker::new(),
             publish_limits: Mutex::default(),
+            coalescer: Default::default(),
         }
     }
 

@@ -464,6 +464,7 @@ impl From<Access> for herald_contract::Access {
 #[x_kube(validation = Rule::new("!self.ackRequired || self.history").message("ackRequired needs history"))]
 #[x_kube(validation = Rule::new("!has(self.bind) || size(self.bind) == 0 || (has(self.name) && self.bind.all(p, self.name.contains('{' + p + '}')))").message("every key of bind must be a {parameter} of spec.name"))]
 #[x_kube(validation = Rule::new("!self.autoSubscribe || !has(self.name) || self.name.findAll('[{][a-z][a-z0-9_]*[}]').all(p, has(self.bind) && p.substring(1, size(p) - 1) in self.bind)").message("autoSubscribe on a pattern needs every {parameter} bound to a claim in bind"))]
+#[x_kube(validation = Rule::new("!has(self.coalesce) || self.access != 'user' || self.coalesce.key == 'typeUser'").message("a per-user channel coalesces per type and user: set coalesce.key to typeUser"))]
 pub struct ChannelSpec {
     /// Name of the PushCluster (same namespace) serving this channel.
     #[schemars(length(min = 1, max = 253))]
@@ -519,6 +520,61 @@ pub struct ChannelSpec {
     /// What happens to the channel's stored history when the Channel is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Coalescing of bursts: at most one message per key and window is delivered.
+    /// Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<CoalesceSpec>,
+}
+
+/// A channel's coalescing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CoalesceSpec {
+    /// Window length in milliseconds (10 ms to 60 s), from the first message of a key.
+    #[schemars(range(min = 10, max = 60000))]
+    pub window_ms: u64,
+    /// What makes two messages "the same": `type`, or `typeUser` (the type and each
+    /// recipient; required on per-user channels).
+    pub key: CoalesceKey,
+    /// `leading`: a window's first message, at once (the legacy debounce);
+    /// `trailing`: its latest, when the window closes.
+    pub edge: CoalesceEdge,
+}
+
+/// What makes two messages of a channel coalesce.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CoalesceKey {
+    /// The message type; messages naming users are not coalesced.
+    Type,
+    /// The message type and each recipient.
+    TypeUser,
+}
+
+/// Which message of a coalescing window is delivered.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CoalesceEdge {
+    /// The first, at once.
+    Leading,
+    /// The latest, when the window closes.
+    Trailing,
+}
+
+impl From<&CoalesceSpec> for herald_contract::Coalesce {
+    fn from(spec: &CoalesceSpec) -> Self {
+        Self {
+            window_ms: spec.window_ms,
+            key: match spec.key {
+                CoalesceKey::Type => herald_contract::CoalesceKey::Type,
+                CoalesceKey::TypeUser => herald_contract::CoalesceKey::TypeUser,
+            },
+            edge: match spec.edge {
+                CoalesceEdge::Leading => herald_contract::CoalesceEdge::Leading,
+                CoalesceEdge::Trailing => herald_contract::CoalesceEdge::Trailing,
+            },
+        }
+    }
 }
 
 /// `schemas`: type → any JSON object (kept as written), bounded like the nodes bound it.

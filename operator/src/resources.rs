@@ -213,6 +213,7 @@ pub fn channel_file(cluster: &PushCluster, channels: &[Channel]) -> ChannelFile 
             }),
             bind: spec.bind.clone(),
             schemas: spec.schemas.clone(),
+            coalesce: spec.coalesce.as_ref().map(Into::into),
         };
         by_name.insert(name, entry);
     }
@@ -685,6 +686,33 @@ mod tests {
         assert_eq!(orders.access, herald_contract::Access::Roles);
         assert_eq!(orders.capacity, 5);
         assert_eq!(orders.expiry_secs, 3600);
+    }
+
+    #[test]
+    fn coalescing_reaches_the_channel_file_and_is_absent_when_unset() {
+        let stock = Channel::new(
+            "stock",
+            serde_json::from_value(json!({"cluster": "push", "access": "user",
+                "coalesce": {"windowMs": 100, "key": "typeUser", "edge": "trailing"}}))
+            .unwrap(),
+        );
+        let plain = Channel::new(
+            "plain",
+            serde_json::from_value(json!({"cluster": "push", "access": "public"})).unwrap(),
+        );
+        let file = channel_file(&cluster(), &[stock, plain]);
+        let find = |name: &str| file.channels.iter().find(|c| c.name == name).unwrap();
+        assert_eq!(
+            find("stock").coalesce,
+            Some(herald_contract::Coalesce {
+                window_ms: 100,
+                key: herald_contract::CoalesceKey::TypeUser,
+                edge: herald_contract::CoalesceEdge::Trailing,
+            })
+        );
+        assert_eq!(find("plain").coalesce, None);
+        let text = serde_json::to_string(find("plain")).unwrap();
+        assert!(!text.contains("coalesce"), "{text}");
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{Accepted, BoxFuture, Broker, BrokerError, Health, Replay};
+use super::{Accepted, BoxFuture, Broker, BrokerError, Health, Hold, Replay, Taken};
 use crate::channels::ChannelConfig;
+use crate::coalesce::window::Windows;
 use crate::message::{unix_micros, DeliverySink, Message, Offset, Topic};
 
 #[derive(Debug, Default)]
@@ -56,6 +57,10 @@ pub struct MemoryBroker {
     streams: Mutex<HashMap<Topic, Stream>>,
     cursors: Mutex<HashMap<(Topic, String), (Offset, Instant)>>,
     idempotency: Mutex<KeyRecords>,
+    /// Open coalescing windows by channel, on a clock started with the broker (Tokio's,
+    /// so tests can pause it).
+    coalescing: Mutex<HashMap<String, Windows<Message>>>,
+    epoch: tokio::time::Instant,
 }
 
 /// Idempotency records by (channel, key), each with its expiry. Expired records are
@@ -107,7 +112,13 @@ impl MemoryBroker {
             streams: Mutex::default(),
             cursors: Mutex::default(),
             idempotency: Mutex::default(),
+            coalescing: Mutex::default(),
+            epoch: tokio::time::Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// How many local references `topic` holds (for tests and admin views).
@@ -278,6 +289,93 @@ impl Broker for MemoryBroker {
             .records
             .remove(&(channel.to_owned(), key.to_owned()));
         Box::pin(async { Ok(()) })
+    }
+
+    fn coalesce_lead<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        let now = self.now_ms();
+        let first = self
+            .coalescing
+            .lock()
+            .entry(channel.to_owned())
+            .or_default()
+            .lead(key, now, window.as_millis() as u64);
+        Box::pin(async move { Ok(first) })
+    }
+
+    fn coalesce_hold<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        message: &'a Message,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<(Hold, Duration), BrokerError>> {
+        let now = self.now_ms();
+        let held = self
+            .coalescing
+            .lock()
+            .entry(channel.to_owned())
+            .or_default()
+            .hold(key, message.clone(), now, window.as_millis() as u64);
+        let left = match held {
+            Hold::Held { end_ms, .. } => Duration::from_millis(end_ms.saturating_sub(now)),
+            Hold::Full => Duration::ZERO,
+        };
+        Box::pin(async move { Ok((held, left)) })
+    }
+
+    fn coalesce_take<'a>(
+        &'a self,
+        channel: &'a str,
+        all: bool,
+        _lease: Duration,
+    ) -> BoxFuture<'a, Result<Taken, BrokerError>> {
+        // One process: a taken message is published by the caller or lost with the
+        // process, so there is no lease to keep.
+        let now = if all { u64::MAX } else { self.now_ms() };
+        let mut coalescing = self.coalescing.lock();
+        let taken = match coalescing.get_mut(channel) {
+            None => Taken::default(),
+            Some(windows) => {
+                let messages = windows.take_due(now);
+                let next_due_ms = windows.next_due();
+                if windows.is_empty() {
+                    coalescing.remove(channel);
+                }
+                Taken {
+                    messages,
+                    next_due_ms,
+                }
+            }
+        };
+        drop(coalescing);
+        Box::pin(async move { Ok(taken) })
+    }
+
+    fn coalesce_done<'a>(
+        &'a self,
+        _channel: &'a str,
+        _id: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn coalesce_overdue(
+        &self,
+        _grace: Duration,
+    ) -> BoxFuture<'_, Result<Vec<String>, BrokerError>> {
+        // The node that opened a window is the only node, and flushes it itself; this
+        // periodic call only forgets closed leading windows.
+        let now = self.now_ms();
+        self.coalescing.lock().retain(|_, windows| {
+            windows.forget_closed_leading(now);
+            !windows.is_empty()
+        });
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 

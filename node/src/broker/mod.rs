@@ -10,6 +10,7 @@
 
 pub mod memory;
 pub mod redis;
+mod redis_coalesce;
 pub mod wire;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::channels::ChannelConfig;
+pub use crate::coalesce::window::Hold;
 use crate::message::{Message, Offset, Topic};
 
 /// A boxed future, so brokers can sit behind `dyn Broker`.
@@ -38,6 +40,15 @@ pub struct Accepted {
     pub message: Message,
     /// Local connections it was queued to by the time the publish resolved.
     pub delivered_locally: usize,
+}
+
+/// Trailing-window messages taken for delivery.
+#[derive(Debug, Clone, Default)]
+pub struct Taken {
+    /// The latest message of every closed window (and of expired flush leases).
+    pub messages: Vec<Message>,
+    /// When the channel's next open window ends (broker clock, ms), if any.
+    pub next_due_ms: Option<u64>,
 }
 
 /// Broker failures, surfaced to publishers as 503.
@@ -132,4 +143,50 @@ pub trait Broker: Send + Sync + 'static {
         channel: &'a str,
         key: &'a str,
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Leading-edge coalescing: whether a message of coalescing `key` on `channel`
+    /// opens a window of `window` (deliver it) or falls in an open one (drop it).
+    /// Atomic across nodes.
+    fn coalesce_lead<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        window: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+
+    /// Trailing-edge coalescing: makes `message` the latest of `key`'s window on
+    /// `channel`, opening one of `window` if none is open. Returns what happened and
+    /// how long until the window ends.
+    fn coalesce_hold<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        message: &'a Message,
+        window: std::time::Duration,
+    ) -> BoxFuture<'a, Result<(Hold, std::time::Duration), BrokerError>>;
+
+    /// Takes the latest messages of `channel`'s closed windows (of all its windows
+    /// when `all`) for delivery. Exactly one caller takes each; a taken message stays
+    /// leased until [`Broker::coalesce_done`], and is handed out again if that does not
+    /// come within `lease` (its node died mid-flush).
+    fn coalesce_take<'a>(
+        &'a self,
+        channel: &'a str,
+        all: bool,
+        lease: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Taken, BrokerError>>;
+
+    /// Ends the lease of a taken message: it was published.
+    fn coalesce_done<'a>(
+        &'a self,
+        channel: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Channels holding windows that should have closed more than `grace` ago: their
+    /// node may have died. Empty on a single-node broker.
+    fn coalesce_overdue(
+        &self,
+        grace: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Vec<String>, BrokerError>>;
 }

@@ -22,7 +22,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::{wire, Accepted, BoxFuture, Broker, BrokerError, Health, Replay};
+use super::redis_coalesce::Scripts;
+use super::{wire, Accepted, BoxFuture, Broker, BrokerError, Health, Hold, Replay, Taken};
 use crate::channels::{ChannelConfig, Registry};
 use crate::message::{unix_micros, DeliverySink, Message, Offset, Topic};
 use crate::metrics::{DecodeSource, DropReason, Metrics};
@@ -172,6 +173,7 @@ struct Inner {
     publish: Script,
     history: Script,
     cursor: Script,
+    coalesce: Scripts,
     /// Local references per topic; changed only under this lock, which is also held
     /// while (un)subscribing, so Redis always matches the counts.
     interest: tokio::sync::Mutex<HashMap<Topic, usize>>,
@@ -233,6 +235,7 @@ impl RedisBroker {
             publish: Script::from_lua(format!("{ID_LUA}{PUBLISH_LUA}")),
             history: Script::from_lua(format!("{ID_LUA}{HISTORY_LUA}")),
             cursor: Script::from_lua(format!("{ID_LUA}{CURSOR_LUA}")),
+            coalesce: Scripts::new(),
             interest: tokio::sync::Mutex::default(),
             returning: Mutex::default(),
             seen: Mutex::default(),
@@ -800,6 +803,58 @@ impl Broker for RedisBroker {
                 .map(|_| ())
                 .map_err(unavailable)
         })
+    }
+
+    fn coalesce_lead<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        let (scripts, client) = self.coalescing();
+        Box::pin(scripts.lead(client, channel, key, window))
+    }
+
+    fn coalesce_hold<'a>(
+        &'a self,
+        channel: &'a str,
+        key: &'a str,
+        message: &'a Message,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<(Hold, Duration), BrokerError>> {
+        let (scripts, client) = self.coalescing();
+        let node_id = &self.inner.node_id;
+        Box::pin(scripts.hold(client, node_id, channel, key, message, window))
+    }
+
+    fn coalesce_take<'a>(
+        &'a self,
+        channel: &'a str,
+        all: bool,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Taken, BrokerError>> {
+        let (scripts, client) = self.coalescing();
+        Box::pin(scripts.take(client, channel, all, lease))
+    }
+
+    fn coalesce_done<'a>(
+        &'a self,
+        channel: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let (scripts, client) = self.coalescing();
+        Box::pin(scripts.done(client, channel, id))
+    }
+
+    fn coalesce_overdue(&self, grace: Duration) -> BoxFuture<'_, Result<Vec<String>, BrokerError>> {
+        let (scripts, client) = self.coalescing();
+        Box::pin(scripts.overdue(client, grace))
+    }
+}
+
+impl RedisBroker {
+    fn coalescing(&self) -> (&Scripts, &Client) {
+        (&self.inner.coalesce, &self.inner.client)
     }
 }
 
