@@ -99,7 +99,7 @@ fn validate(channel: &ChannelConfig) -> Result<Checked, ChannelError> {
             )));
         }
     }
-    let validators = schemas::compile(&channel.schemas)
+    let validators = schemas::compile(&channel.schemas, &channel.allowed_types)
         .map_err(|e| ChannelError::Invalid(format!("channel {:?}: {e}", channel.name)))?;
     Ok(Checked {
         pattern,

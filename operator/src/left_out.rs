@@ -32,7 +32,7 @@ pub fn left_out(cluster: &PushCluster, channels: &[Channel]) -> BTreeMap<String,
     let mut refused: BTreeMap<String, LeftOut> = channels
         .iter()
         .filter_map(|c| {
-            let e = schemas::compile(&c.spec.schemas).err()?;
+            let e = schemas::compile(&c.spec.schemas, &c.spec.allowed_types).err()?;
             let message = format!("channel {:?}: {e}", c.channel_name());
             Some((
                 c.channel_name(),
