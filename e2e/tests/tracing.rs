@@ -60,15 +60,19 @@ async fn one_trace_follows_a_publish_from_the_http_request_through_redis_to_anot
     };
     let (node_a, node_b) = (start("node-a"), start("node-b"));
 
-    // An operator watches alerts on node B; a backend publishes through node A.
+    // An operator watches alerts on node B, another on node A; a backend publishes
+    // through node A.
     let mut watcher = node_b.connect("ops").await;
     watcher.assert_alive().await;
+    let mut local_watcher = node_a.connect("CORP\\ops").await;
+    local_watcher.assert_alive().await;
     let (status, reply) = node_a
         .publish(&json!({"channel": "alerts", "type": "alert", "data": {"disk": "full"}}))
         .await;
     assert_eq!(status, 200, "{reply}");
     let id = reply["id"].as_str().expect("a message id").to_owned();
     assert_eq!(watcher.recv_type("alert").await["data"]["disk"], "full");
+    assert_eq!(local_watcher.recv_type("alert").await["data"]["disk"], "full");
 
     // The SRE searches for the delivery on node B by message id...
     let trace_id = eventually("node B's deliver span in Jaeger", EXPORT_WAIT, || {
@@ -131,10 +135,17 @@ async fn one_trace_follows_a_publish_from_the_http_request_through_redis_to_anot
     assert_eq!(remote.tag("message.id"), Some(id.as_str()));
     assert_eq!(remote.tag("recipients"), Some("1"), "the watcher");
 
-    // Node A fanned out locally too, inside the publish, to nobody.
+    // Node A delivers its own publish the way node B does, when it comes back from
+    // Redis (so a channel's messages reach every node in offset order): the same
+    // place in the trace.
     let local = only(&trace, "herald-node", "deliver", "node-a");
-    assert_eq!(local.parent_id.as_deref(), Some(publish.id.as_str()));
-    assert_eq!(local.tag("recipients"), Some("0"));
+    assert_eq!(
+        local.parent_id.as_deref(),
+        Some(hop.id.as_str()),
+        "{}",
+        trace.outline()
+    );
+    assert_eq!(local.tag("recipients"), Some("1"), "the local watcher");
     assert!(trace.descends_from(remote, request));
 
     // A backend that traces its own work passes its context along: Herald's spans,
