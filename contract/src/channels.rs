@@ -92,9 +92,13 @@ pub const MIN_COALESCE_WINDOW_MS: u64 = 10;
 /// Longest coalescing window, in milliseconds.
 pub const MAX_COALESCE_WINDOW_MS: u64 = 60_000;
 
+/// A tag key, as a regular expression (the CRD's check of `coalesce.tag`; the node's
+/// tag rules say the same, which its tests check).
+pub const TAG_KEY_PATTERN: &str = r"^[A-Za-z0-9_.:-]{1,64}$";
+
 /// A channel's coalescing: within `window_ms` of the first message of a key, only one
 /// message of that key is delivered (the first or the latest, by `edge`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Coalesce {
     /// Window length, [`MIN_COALESCE_WINDOW_MS`]..=[`MAX_COALESCE_WINDOW_MS`].
@@ -103,6 +107,10 @@ pub struct Coalesce {
     pub key: CoalesceKey,
     /// Which message of a window is delivered.
     pub edge: CoalesceEdge,
+    /// With `key: tag`, the tag whose value keys the windows (`sku`: one window per
+    /// type and SKU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 impl Coalesce {
@@ -124,6 +132,10 @@ pub enum CoalesceKey {
     /// The message type and each recipient: a message naming users is coalesced per
     /// user, broadcasts per type.
     TypeUser,
+    /// The message type and the value of the tag named by `tag`: a dashboard ends on
+    /// the latest state of every SKU, not of the last SKU updated. Messages without
+    /// the tag, and messages naming `users`, are not coalesced.
+    Tag,
 }
 
 /// Which message of a window is delivered.
@@ -305,6 +317,7 @@ mod tests {
                 window_ms: 100,
                 key: CoalesceKey::TypeUser,
                 edge: CoalesceEdge::Trailing,
+                tag: None,
             }),
             ..ChannelConfig::new("stock", Access::Authenticated)
         };
@@ -330,6 +343,7 @@ mod tests {
             window_ms,
             key: CoalesceKey::Type,
             edge: CoalesceEdge::Leading,
+            tag: None,
         };
         assert_eq!(window(9).window(), None);
         assert_eq!(window(10).window(), Some(Duration::from_millis(10)));
@@ -393,7 +407,11 @@ mod properties {
             ),
             proptest::option::of((
                 any::<u64>(),
-                prop_oneof![Just(CoalesceKey::Type), Just(CoalesceKey::TypeUser)],
+                prop_oneof![
+                    Just(CoalesceKey::Type),
+                    Just(CoalesceKey::TypeUser),
+                    Just(CoalesceKey::Tag)
+                ],
                 prop_oneof![Just(CoalesceEdge::Leading), Just(CoalesceEdge::Trailing)],
             )),
         )
@@ -417,6 +435,7 @@ mod properties {
                         schemas,
                         coalesce: coalesce.map(|(window_ms, key, edge)| Coalesce {
                             window_ms,
+                            tag: (key == CoalesceKey::Tag).then(|| "sku".to_owned()),
                             key,
                             edge,
                         }),

@@ -106,6 +106,23 @@ async fn crds_install_reject_invalid_resources_and_explain_themselves() {
                    "coalesce": {"windowMs": 100, "key": "type", "edge": "leading"}}),
             "a per-user channel coalesces per type and user",
         ),
+        (
+            json!({"access": "authenticated",
+                   "coalesce": {"windowMs": 100, "key": "tag", "edge": "trailing"}}),
+            "coalesce.tag names the tag when coalesce.key is tag",
+        ),
+        (
+            json!({"access": "authenticated",
+                   "coalesce": {"windowMs": 100, "key": "type", "tag": "sku",
+                                "edge": "trailing"}}),
+            "coalesce.tag names the tag when coalesce.key is tag",
+        ),
+        (
+            json!({"access": "authenticated",
+                   "coalesce": {"windowMs": 100, "key": "tag", "tag": "CORP\\sku",
+                                "edge": "trailing"}}),
+            "spec.coalesce.tag",
+        ),
     ] {
         let mut spec = spec;
         spec["cluster"] = json!("push");
@@ -123,6 +140,12 @@ async fn crds_install_reject_invalid_resources_and_explain_themselves() {
     apply(&plane, &underscored)
         .await
         .expect("channel names may use underscores");
+    let by_sku = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": "stock-by-sku"}, "spec": {"cluster": "push", "access": "authenticated",
+        "coalesce": {"windowMs": 100, "key": "tag", "tag": "sku", "edge": "trailing"}}});
+    apply(&plane, &by_sku)
+        .await
+        .expect("a tag key with its tag");
     let table = plane.kubectl(["get", "pushclusters"]).await.unwrap();
     for column in [
         "READY",

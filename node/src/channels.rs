@@ -83,7 +83,7 @@ fn validate(channel: &ChannelConfig) -> Result<Checked, ChannelError> {
             )));
         }
     }
-    if let Some(coalesce) = channel.coalesce {
+    if let Some(coalesce) = &channel.coalesce {
         if coalesce.window().is_none() {
             return Err(ChannelError::Invalid(format!(
                 "channel {:?}: coalesce.window_ms must be {}..={}",
@@ -92,11 +92,29 @@ fn validate(channel: &ChannelConfig) -> Result<Checked, ChannelError> {
                 herald_contract::channels::MAX_COALESCE_WINDOW_MS
             )));
         }
-        if coalesce.key == CoalesceKey::Type && channel.is_per_user() {
+        if coalesce.key != CoalesceKey::TypeUser && channel.is_per_user() {
             return Err(ChannelError::Invalid(format!(
                 "channel {:?}: a per-user channel coalesces per type and user: use coalesce.key \"type_user\"",
                 channel.name
             )));
+        }
+        match (coalesce.key, coalesce.tag.as_deref()) {
+            (CoalesceKey::Tag, Some(tag)) if crate::tags::valid_key(tag) => {}
+            (CoalesceKey::Tag, _) => {
+                return Err(ChannelError::Invalid(format!(
+                    "channel {:?}: coalesce.key \"tag\" needs coalesce.tag, a tag key of 1-{} bytes of {}",
+                    channel.name,
+                    crate::tags::MAX_KEY_BYTES,
+                    crate::tags::KEY_CHARSET
+                )))
+            }
+            (_, Some(_)) => {
+                return Err(ChannelError::Invalid(format!(
+                    "channel {:?}: coalesce.tag goes with coalesce.key \"tag\" only",
+                    channel.name
+                )))
+            }
+            (_, None) => {}
         }
     }
     let validators = schemas::compile(&channel.schemas, &channel.allowed_types)
@@ -501,6 +519,7 @@ mod tests {
                 window_ms,
                 key,
                 edge: CoalesceEdge::Trailing,
+                tag: None,
             }),
             ..ChannelConfig::new("stock", access)
         };
@@ -516,6 +535,28 @@ mod tests {
             let result = ChannelSet::new(vec![with(access, window_ms, key)]);
             assert_eq!(result.is_ok(), ok, "{access:?} {window_ms} {key:?}");
         }
+        // A tag key names a valid tag, and only a tag key names one.
+        let tagged = |key, tag: Option<&str>| ChannelConfig {
+            coalesce: Some(Coalesce {
+                tag: tag.map(str::to_owned),
+                ..with(Access::Public, 100, key).coalesce.unwrap()
+            }),
+            ..ChannelConfig::new("stock", Access::Public)
+        };
+        assert!(ChannelSet::new(vec![tagged(CoalesceKey::Tag, Some("sku"))]).is_ok());
+        for (key, tag) in [
+            (CoalesceKey::Tag, None),
+            (CoalesceKey::Tag, Some("")),
+            (CoalesceKey::Tag, Some("CORP\\sku")),
+            (CoalesceKey::Type, Some("sku")),
+        ] {
+            assert!(ChannelSet::new(vec![tagged(key, tag)]).is_err(), "{key:?} {tag:?}");
+        }
+        let per_user = ChannelConfig {
+            access: Access::User,
+            ..tagged(CoalesceKey::Tag, Some("sku"))
+        };
+        assert!(ChannelSet::new(vec![per_user]).is_err());
     }
 
     fn dept_pattern(auto: bool) -> ChannelConfig {

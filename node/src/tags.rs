@@ -189,6 +189,33 @@ impl<'de> Deserialize<'de> for Tags {
 }
 
 #[cfg(test)]
+mod contract_pattern {
+    use proptest::prelude::*;
+
+    use super::{valid_key, MAX_KEY_BYTES};
+
+    const PATTERN: &str = herald_contract::channels::TAG_KEY_PATTERN;
+
+    #[test]
+    fn the_contract_pattern_states_the_node_rule() {
+        assert_eq!(PATTERN, format!("^[A-Za-z0-9_.:-]{{1,{MAX_KEY_BYTES}}}$"));
+        for bad in ["", "CORP\\sku", "s ku", "🦀", "ｓｋｕ", &"k".repeat(MAX_KEY_BYTES + 1)] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Every key the CRD's pattern admits, the node admits.
+        #[test]
+        fn every_key_the_pattern_admits_is_valid(
+            key in PATTERN.trim_start_matches('^').trim_end_matches('$'),
+        ) {
+            prop_assert!(valid_key(&key), "{:?}", key);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 

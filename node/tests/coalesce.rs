@@ -207,3 +207,47 @@ async fn a_draining_node_delivers_held_messages_at_once() {
     );
     node.wait_exit(Duration::from_secs(30));
 }
+
+/// A dashboard showing every SKU ends on each SKU's latest quantity: with a tag key,
+/// each SKU has windows of its own, and updates without the tag are not held at all.
+#[tokio::test]
+async fn a_tag_key_coalesces_each_sku_on_its_own_and_ends_on_each_latest() {
+    const WINDOW_MS: u64 = 100;
+    let (_dir, node) = node(json!([{
+        "name": "stock", "access": "authenticated", "history": true, "capacity": 1000,
+        "coalesce": {"window_ms": WINDOW_MS, "key": "tag", "tag": "sku", "edge": "trailing"}}]));
+    let mut client = node.connect("CORP\\alice").await;
+    subscribe(&mut client, "stock").await;
+    let skus = ["A-1", "CORP\\b \"2\" 🦀", ""];
+    for n in 0..90u64 {
+        let sku = skus[(n % 3) as usize];
+        let (status, answer) = node
+            .publish(&json!({"channel": "stock", "type": "stock_update",
+                             "tags": {"sku": sku}, "data": {"sku": sku, "n": n}}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["coalesced"], "pending", "{answer}");
+    }
+    let (status, untagged) = node.publish(&update(1000)).await;
+    assert_eq!(status, 200, "{untagged}");
+    assert!(untagged.get("coalesced").is_none(), "no tag, not held: {untagged}");
+    let mut last: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut frames = 0;
+    while let Some(frame) = client
+        .recv_within(Duration::from_millis(2 * WINDOW_MS + 300))
+        .await
+    {
+        if frame["type"] == "stock_update" {
+            frames += 1;
+            last.insert(
+                frame["data"]["sku"].as_str().unwrap().to_owned(),
+                frame["data"]["n"].as_u64().unwrap(),
+            );
+        }
+    }
+    assert_eq!(last[skus[0]], 87);
+    assert_eq!(last[skus[1]], 88);
+    assert_eq!(last[skus[2]], 89);
+    assert_eq!(last["A-1 \"🦀\""], 1000, "the untagged update went out as it was");
+    assert!(frames < 90, "{frames} frames for 91 updates");
+}

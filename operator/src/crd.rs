@@ -529,16 +529,22 @@ pub struct ChannelSpec {
 /// A channel's coalescing.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.key == 'tag') == has(self.tag)").message("coalesce.tag names the tag when coalesce.key is tag, and only then"))]
 pub struct CoalesceSpec {
     /// Window length in milliseconds (10 ms to 60 s), from the first message of a key.
     #[schemars(range(min = 10, max = 60000))]
     pub window_ms: u64,
-    /// What makes two messages "the same": `type`, or `typeUser` (the type and each
-    /// recipient; required on per-user channels).
+    /// What makes two messages "the same": `type`, `typeUser` (the type and each
+    /// recipient; required on per-user channels), or `tag` (the type and the value of
+    /// the tag `tag` names: one window per SKU).
     pub key: CoalesceKey,
     /// `leading`: a window's first message, at once (the legacy debounce);
     /// `trailing`: its latest, when the window closes.
     pub edge: CoalesceEdge,
+    /// With `key: tag`, the tag whose value keys the windows (e.g. `sku`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = herald_contract::channels::TAG_KEY_PATTERN))]
+    pub tag: Option<String>,
 }
 
 /// What makes two messages of a channel coalesce.
@@ -549,6 +555,8 @@ pub enum CoalesceKey {
     Type,
     /// The message type and each recipient.
     TypeUser,
+    /// The message type and the value of the tag named by `tag`.
+    Tag,
 }
 
 /// Which message of a coalescing window is delivered.
@@ -568,7 +576,9 @@ impl From<&CoalesceSpec> for herald_contract::Coalesce {
             key: match spec.key {
                 CoalesceKey::Type => herald_contract::CoalesceKey::Type,
                 CoalesceKey::TypeUser => herald_contract::CoalesceKey::TypeUser,
+                CoalesceKey::Tag => herald_contract::CoalesceKey::Tag,
             },
+            tag: spec.tag.clone(),
             edge: match spec.edge {
                 CoalesceEdge::Leading => herald_contract::CoalesceEdge::Leading,
                 CoalesceEdge::Trailing => herald_contract::CoalesceEdge::Trailing,

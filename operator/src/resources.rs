@@ -708,6 +708,7 @@ mod tests {
                 window_ms: 100,
                 key: herald_contract::CoalesceKey::TypeUser,
                 edge: herald_contract::CoalesceEdge::Trailing,
+                tag: None,
             })
         );
         assert_eq!(find("plain").coalesce, None);

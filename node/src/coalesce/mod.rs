@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::broker::{BrokerError, Hold};
-use crate::channels::{ChannelConfig, CoalesceEdge, CoalesceKey};
+use crate::channels::{ChannelConfig, Coalesce, CoalesceEdge, CoalesceKey};
 use crate::message::{unix_micros, Message, Target};
 use crate::node::Node;
 use crate::ChannelName;
@@ -68,12 +68,17 @@ pub enum Decision {
 
 /// The coalescing key of a message, or `None` when it is not coalesced. Broadcasts
 /// and each user's messages have distinct keys, so a message for some recipients
-/// never replaces one for others.
-pub fn key(key: CoalesceKey, message: &Message) -> Option<String> {
+/// never replaces one for others; with a tag key, each value of the tag its own.
+/// Lengths prefix the variable parts, so no two different keys spell the same.
+pub fn key(coalesce: &Coalesce, message: &Message) -> Option<String> {
     let kind = &message.kind;
-    match (&message.target, key) {
+    match (&message.target, coalesce.key) {
+        (Target::All, CoalesceKey::Tag) => {
+            let value = message.tags.get(coalesce.tag.as_deref()?)?;
+            Some(format!("t:{}:{kind}:{value}", kind.len()))
+        }
         (Target::All, _) => Some(format!("b:{}:{kind}", kind.len())),
-        (Target::User(_), CoalesceKey::Type) => None,
+        (Target::User(_), CoalesceKey::Type | CoalesceKey::Tag) => None,
         (Target::User(user), CoalesceKey::TypeUser) => {
             Some(format!("u:{}:{kind}:{user}", kind.len()))
         }
@@ -95,11 +100,12 @@ pub async fn decide(
 ) -> Result<Decision, BrokerError> {
     let Some((coalesce, window)) = config
         .coalesce
+        .as_ref()
         .and_then(|c| c.window().map(|window| (c, window)))
     else {
         return Ok(Decision::Deliver);
     };
-    let Some(key) = key(coalesce.key, message) else {
+    let Some(key) = key(coalesce, message) else {
         return Ok(Decision::Deliver);
     };
     let channel = &message.channel;
@@ -233,7 +239,8 @@ mod tests {
 
     use super::*;
     use crate::broker::Broker;
-    use crate::channels::{Access, Coalesce};
+    use crate::channels::Access;
+    use crate::tags::Tags;
     use crate::message::Topic;
     use crate::testing::{hostile_users, TestNode};
 
@@ -244,6 +251,7 @@ mod tests {
                 window_ms: 100,
                 key: CoalesceKey::TypeUser,
                 edge,
+                tag: None,
             }),
             ..ChannelConfig::new("stock", Access::Authenticated)
         }
@@ -276,18 +284,57 @@ mod tests {
             .collect()
     }
 
+    fn by(key: CoalesceKey) -> Coalesce {
+        Coalesce {
+            window_ms: 100,
+            key,
+            edge: CoalesceEdge::Trailing,
+            tag: (key == CoalesceKey::Tag).then(|| "sku".to_owned()),
+        }
+    }
+
+    fn tagged(kind: &str, tags: &[(&str, &str)]) -> Message {
+        Message {
+            kind: kind.into(),
+            tags: Tags::from_pairs(tags.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()),
+            ..message(0, Target::All)
+        }
+    }
+
+    #[test]
+    fn tag_keys_separate_each_value_of_the_tag_and_skip_the_rest() {
+        let sku = by(CoalesceKey::Tag);
+        let a = key(&sku, &tagged("stock", &[("sku", "A-1"), ("region", "eu")]));
+        assert_eq!(a, key(&sku, &tagged("stock", &[("sku", "A-1")])));
+        assert_ne!(a, key(&sku, &tagged("stock", &[("sku", "B-2")])));
+        assert_ne!(a, key(&sku, &tagged("price", &[("sku", "A-1")])));
+        assert_eq!(key(&sku, &tagged("stock", &[("region", "eu")])), None);
+        assert_eq!(key(&sku, &message(0, Target::All)), None);
+        let mut to_user = tagged("stock", &[("sku", "A-1")]);
+        to_user.target = Target::User("CORP\\alice".into());
+        assert_eq!(key(&sku, &to_user), None, "never mixes recipients");
+        // Kind and value cannot trade characters into the same key.
+        assert_ne!(
+            key(&sku, &tagged("a:b", &[("sku", "c")])),
+            key(&sku, &tagged("a", &[("sku", "b:c")]))
+        );
+        for value in ["CORP\\alice", "o\"brien", "🦀", ""] {
+            assert!(key(&sku, &tagged("stock", &[("sku", value)])).is_some(), "{value:?}");
+        }
+    }
+
     #[test]
     fn keys_separate_types_broadcasts_and_each_user() {
         let all = message(0, Target::All);
         let mut keys = vec![
-            key(CoalesceKey::Type, &all),
-            key(CoalesceKey::TypeUser, &all),
+            key(&by(CoalesceKey::Type), &all),
+            key(&by(CoalesceKey::TypeUser), &all),
         ];
         assert_eq!(keys[0], keys[1]);
         for user in hostile_users() {
             let to = message(0, Target::User(user.as_str().into()));
-            assert_eq!(key(CoalesceKey::Type, &to), None, "never mixes recipients");
-            keys.push(key(CoalesceKey::TypeUser, &to));
+            assert_eq!(key(&by(CoalesceKey::Type), &to), None, "never mixes recipients");
+            keys.push(key(&by(CoalesceKey::TypeUser), &to));
         }
         keys.dedup();
         assert_eq!(keys.len(), 1 + hostile_users().len());
@@ -298,8 +345,8 @@ mod tests {
         };
         let x = message(0, Target::User("x".into()));
         assert_ne!(
-            key(CoalesceKey::TypeUser, &odd),
-            key(CoalesceKey::TypeUser, &x)
+            key(&by(CoalesceKey::TypeUser), &odd),
+            key(&by(CoalesceKey::TypeUser), &x)
         );
     }
 
