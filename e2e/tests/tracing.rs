@@ -72,7 +72,10 @@ async fn one_trace_follows_a_publish_from_the_http_request_through_redis_to_anot
     assert_eq!(status, 200, "{reply}");
     let id = reply["id"].as_str().expect("a message id").to_owned();
     assert_eq!(watcher.recv_type("alert").await["data"]["disk"], "full");
-    assert_eq!(local_watcher.recv_type("alert").await["data"]["disk"], "full");
+    assert_eq!(
+        local_watcher.recv_type("alert").await["data"]["disk"],
+        "full"
+    );
 
     // The SRE searches for the delivery on node B by message id...
     let trace_id = eventually("node B's deliver span in Jaeger", EXPORT_WAIT, || {

@@ -550,7 +550,10 @@ mod tests {
             (CoalesceKey::Tag, Some("CORP\\sku")),
             (CoalesceKey::Type, Some("sku")),
         ] {
-            assert!(ChannelSet::new(vec![tagged(key, tag)]).is_err(), "{key:?} {tag:?}");
+            assert!(
+                ChannelSet::new(vec![tagged(key, tag)]).is_err(),
+                "{key:?} {tag:?}"
+            );
         }
         let per_user = ChannelConfig {
             access: Access::User,

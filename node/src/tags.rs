@@ -199,7 +199,14 @@ mod contract_pattern {
     #[test]
     fn the_contract_pattern_states_the_node_rule() {
         assert_eq!(PATTERN, format!("^[A-Za-z0-9_.:-]{{1,{MAX_KEY_BYTES}}}$"));
-        for bad in ["", "CORP\\sku", "s ku", "🦀", "ｓｋｕ", &"k".repeat(MAX_KEY_BYTES + 1)] {
+        for bad in [
+            "",
+            "CORP\\sku",
+            "s ku",
+            "🦀",
+            "ｓｋｕ",
+            &"k".repeat(MAX_KEY_BYTES + 1),
+        ] {
             assert!(!valid_key(bad), "{bad:?}");
         }
     }

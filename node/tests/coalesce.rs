@@ -230,7 +230,10 @@ async fn a_tag_key_coalesces_each_sku_on_its_own_and_ends_on_each_latest() {
     }
     let (status, untagged) = node.publish(&update(1000)).await;
     assert_eq!(status, 200, "{untagged}");
-    assert!(untagged.get("coalesced").is_none(), "no tag, not held: {untagged}");
+    assert!(
+        untagged.get("coalesced").is_none(),
+        "no tag, not held: {untagged}"
+    );
     let mut last: std::collections::BTreeMap<String, u64> = Default::default();
     let mut frames = 0;
     while let Some(frame) = client
@@ -248,6 +251,9 @@ async fn a_tag_key_coalesces_each_sku_on_its_own_and_ends_on_each_latest() {
     assert_eq!(last[skus[0]], 87);
     assert_eq!(last[skus[1]], 88);
     assert_eq!(last[skus[2]], 89);
-    assert_eq!(last["A-1 \"🦀\""], 1000, "the untagged update went out as it was");
+    assert_eq!(
+        last["A-1 \"🦀\""], 1000,
+        "the untagged update went out as it was"
+    );
     assert!(frames < 90, "{frames} frames for 91 updates");
 }

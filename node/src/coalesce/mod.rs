@@ -240,8 +240,8 @@ mod tests {
     use super::*;
     use crate::broker::Broker;
     use crate::channels::Access;
-    use crate::tags::Tags;
     use crate::message::Topic;
+    use crate::tags::Tags;
     use crate::testing::{hostile_users, TestNode};
 
     fn channel(edge: CoalesceEdge) -> ChannelConfig {
@@ -296,7 +296,11 @@ mod tests {
     fn tagged(kind: &str, tags: &[(&str, &str)]) -> Message {
         Message {
             kind: kind.into(),
-            tags: Tags::from_pairs(tags.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()),
+            tags: Tags::from_pairs(
+                tags.iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            ),
             ..message(0, Target::All)
         }
     }
@@ -319,7 +323,10 @@ mod tests {
             key(&sku, &tagged("a", &[("sku", "b:c")]))
         );
         for value in ["CORP\\alice", "o\"brien", "🦀", ""] {
-            assert!(key(&sku, &tagged("stock", &[("sku", value)])).is_some(), "{value:?}");
+            assert!(
+                key(&sku, &tagged("stock", &[("sku", value)])).is_some(),
+                "{value:?}"
+            );
         }
     }
 
@@ -333,7 +340,11 @@ mod tests {
         assert_eq!(keys[0], keys[1]);
         for user in hostile_users() {
             let to = message(0, Target::User(user.as_str().into()));
-            assert_eq!(key(&by(CoalesceKey::Type), &to), None, "never mixes recipients");
+            assert_eq!(
+                key(&by(CoalesceKey::Type), &to),
+                None,
+                "never mixes recipients"
+            );
             keys.push(key(&by(CoalesceKey::TypeUser), &to));
         }
         keys.dedup();
