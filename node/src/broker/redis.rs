@@ -8,7 +8,7 @@
 //! messages may have been missed (buffer lag, reconnect, failover) the gap is read
 //! back from the streams.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +177,10 @@ struct Inner {
     /// Local references per topic; changed only under this lock, which is also held
     /// while (un)subscribing, so Redis always matches the counts.
     interest: tokio::sync::Mutex<HashMap<Topic, usize>>,
+    /// Shard channels of the topics in `interest`, readable without waiting: a publish
+    /// asks whether its message will come back here, and must not queue behind a
+    /// subscribe's Redis round trip for that.
+    subscribed: Mutex<HashSet<String>>,
     /// Newest offset delivered per shard channel, to drop duplicates and find gaps.
     seen: Mutex<HashMap<String, Offset>>,
     healthy: AtomicBool,
@@ -237,6 +241,7 @@ impl RedisBroker {
             cursor: Script::from_lua(format!("{ID_LUA}{CURSOR_LUA}")),
             coalesce: Scripts::new(),
             interest: tokio::sync::Mutex::default(),
+            subscribed: Mutex::default(),
             returning: Mutex::default(),
             seen: Mutex::default(),
             healthy: AtomicBool::new(true),
@@ -585,7 +590,7 @@ impl Broker for RedisBroker {
             // from pub/sub (or from gap recovery): wait for that, briefly, to answer
             // how many connections it reached.
             let returning = (message.id.clone(), shard_channel.clone());
-            let returned = if inner.interest.lock().await.contains_key(&topic) {
+            let returned = if inner.subscribed.lock().contains(&shard_channel) {
                 let (tx, rx) = oneshot::channel();
                 inner.returning.lock().insert(returning.clone(), tx);
                 Some(rx)
@@ -659,6 +664,7 @@ impl Broker for RedisBroker {
                     interest.remove(&topic);
                     return Err(unavailable(e));
                 }
+                inner.subscribed.lock().insert(shard_channel(&topic));
             }
             *interest.get_mut(&topic).expect("just inserted") += 1;
             Ok(())
@@ -678,6 +684,7 @@ impl Broker for RedisBroker {
             if *count == 0 {
                 interest.remove(&topic);
                 let channel = shard_channel(&topic);
+                inner.subscribed.lock().remove(&channel);
                 inner.seen.lock().remove(&channel);
                 if let Err(e) = inner.subscriber.sunsubscribe(channel).await {
                     tracing::debug!(error = %e, "sunsubscribe failed");
