@@ -103,6 +103,14 @@ async fn metrics_count_connections_deliveries_and_latency() {
         client.recv().await;
     }
     assert_eq!(node.metric("herald_connections").await, 1.0);
+    // The session counts a delivery once its frame is written: the client may read
+    // the frame a moment before the counter moves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while node.metric("herald_messages_delivered_total").await < 3.0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(node.metric("herald_messages_delivered_total").await >= 3.0);
     assert_eq!(
         node.metric("herald_messages_published_total{channel=\"alerts\"}")
